@@ -1,0 +1,363 @@
+/* shmaccel.h -- public interface of shmaccel: wire layout, enums, error codes, C client API.
+ *
+ * Everything a C user (or the CPython extension) needs to talk to a shmaccel worker pool:
+ * the layout of the shared control segment and the socket messages (both are a wire format,
+ * so every struct here has fixed-width fields, explicit padding and static size checks), the
+ * op and dtype enums, the error codes, and the client functions implemented in src/client*.c.
+ */
+#ifndef SHMACCEL_H
+#define SHMACCEL_H
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SA_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors. Every function that can fail returns 0 (or a non-negative value) on success and a
+ * negative code on failure: -errno for system errors, or one of the SA_E* codes below, which lie
+ * outside the errno range. sa_strerror() names them all.
+ */
+#define SA__ERRBASE (-4000)
+#define SA_EPROTO (SA__ERRBASE - 1)      /* malformed message or segment from the other side */
+#define SA_EVERSION (SA__ERRBASE - 2)    /* worker and client speak different protocol versions */
+#define SA_EBADOP (SA__ERRBASE - 3)      /* unknown op */
+#define SA_EBADDTYPE (SA__ERRBASE - 4)   /* unknown dtype */
+#define SA_EBADARENA (SA__ERRBASE - 5)   /* arena id not registered by this client */
+#define SA_EBOUNDS (SA__ERRBASE - 6)     /* offset + count * itemsize outside the arena */
+#define SA_EOVERLAP (SA__ERRBASE - 7)    /* output partially overlaps input */
+#define SA_ETOOBIG (SA__ERRBASE - 8)     /* count above the pool's limit */
+#define SA_EWORKERDIED (SA__ERRBASE - 9) /* the worker process went away */
+#define SA_ECLOSED (SA__ERRBASE - 10)    /* the pool was closed or is stopping */
+#define SA_EFULL (SA__ERRBASE - 11)      /* the pool has no room for another client */
+#define SA_EFAULT (SA__ERRBASE - 12)     /* the worker hit a bus error reading the arena */
+#define SA__ERRLAST SA_EFAULT
+
+/* Returns a static, human-readable description of `code` (any value; never NULL). */
+const char *sa_strerror(int code);
+
+/* ---------------------------------------------------------------------------------------------
+ * Ops and dtypes. The numeric values are part of the wire format.
+ */
+/* The op list: the one place where a kernel is defined. Each entry is
+ *   X(ENUM_SUFFIX, wire value, name, expression in x, ...)
+ * The expression is evaluated on each element x: in the element's own type for floats, and in
+ * an unsigned type at least 32 bits wide for integers, so fixed-width results wrap around
+ * (two's complement, as numpy) without undefined behaviour. It is also evaluated on __int128 to
+ * decide whether a Python int result fits in int64 (sa_op_int64_fits). Wire values must stay
+ * 1, 2, 3... in order. The expression must not contain a top-level comma. */
+#define SA_OP_LIST(X, ...) \
+    X(DOUBLE, 1, double, (x) * 2, __VA_ARGS__) \
+    X(SQUARE, 2, square, (x) * (x), __VA_ARGS__)
+
+#define SA__OP_ENUM(NAME, N, name, expr, ...) SA_OP_##NAME = N,
+typedef enum sa_op {
+    SA_OP_LIST(SA__OP_ENUM, ~) SA_OP__END
+} sa_op;
+#undef SA__OP_ENUM
+#define SA_OP_MAX (SA_OP__END - 1)
+
+typedef enum sa_dtype {
+    SA_INT8 = 1,
+    SA_INT16 = 2,
+    SA_INT32 = 3,
+    SA_INT64 = 4,
+    SA_UINT8 = 5,
+    SA_UINT16 = 6,
+    SA_UINT32 = 7,
+    SA_UINT64 = 8,
+    SA_FLOAT32 = 9,
+    SA_FLOAT64 = 10,
+} sa_dtype;
+#define SA_DTYPE_MAX 10
+
+/* Size in bytes of one element of `dtype`, or 0 if `dtype` is not valid. */
+size_t sa_dtype_size(uint32_t dtype);
+/* numpy-style name ("int64", ...) of `dtype`, or NULL if not valid. */
+const char *sa_dtype_name(uint32_t dtype);
+/* Parses a numpy-style name; returns the dtype or SA_EBADDTYPE. */
+int sa_dtype_from_name(const char *name);
+/* Name of `op` ("double", "square"), or NULL if not valid. */
+const char *sa_op_name(uint32_t op);
+/* Parses an op name; returns the op or SA_EBADOP. */
+int sa_op_from_name(const char *name);
+/* Whether op(x) for an int64 x stays within int64 (Python ints must never wrap silently). */
+int sa_op_int64_fits(uint32_t op, int64_t x);
+
+/* ---------------------------------------------------------------------------------------------
+ * The control segment: created by the worker (shm_open O_CREAT|O_EXCL 0600, unlinked at once),
+ * handed to each client over the session socket, mapped read-write by both sides.
+ *
+ * It holds a header, then one sa_client_area per client seat, each with a fixed table of slots.
+ * A client only ever uses the area of the seat the worker gave it in the hello message, so the
+ * worker knows which client a slot belongs to from its index alone and never trusts a client id
+ * written in shared memory.
+ *
+ * Slot state word: (generation << 8) | state. Changed only by compare-and-swap; the generation
+ * is bumped each time a slot returns to FREE, so a late completion (or cancel) that still holds
+ * the old word can never act on the request that reuses the slot.
+ *
+ *   FREE --client CAS--> CLAIMED --client store-release--> SUBMITTED --worker CAS--> RUNNING
+ *   RUNNING --worker CAS--> DONE (then posts `done`) --client CAS--> FREE (gen+1)
+ *   SUBMITTED --client cancel CAS--> FREE (gen+1)
+ *   RUNNING --client cancel CAS--> ABANDONED --worker, when finished--> FREE (gen+1)
+ */
+#define SA_MAGIC 0x414d4853u /* "SHMA" */
+#define SA_PROTO_VERSION 1u
+
+enum sa_slot_state {
+    SA_SLOT_FREE = 0,
+    SA_SLOT_CLAIMED = 1,
+    SA_SLOT_SUBMITTED = 2,
+    SA_SLOT_RUNNING = 3,
+    SA_SLOT_DONE = 4,
+    SA_SLOT_ABANDONED = 5,
+};
+
+static inline uint64_t
+sa_slot_word(uint64_t generation, uint32_t state)
+{
+    return (generation << 8) | state;
+}
+
+static inline uint32_t
+sa_slot_word_state(uint64_t word)
+{
+    return (uint32_t)(word & 0xff);
+}
+
+static inline uint64_t
+sa_slot_word_gen(uint64_t word)
+{
+    return word >> 8;
+}
+
+typedef struct sa_slot {
+    _Atomic uint64_t state;      /* (generation << 8) | sa_slot_state */
+    _Atomic uint32_t op;         /* sa_op */
+    _Atomic uint32_t dtype;      /* sa_dtype */
+    _Atomic uint64_t count;      /* number of elements */
+    _Atomic uint32_t in_arena;   /* arena id (registered by this client) of the input */
+    _Atomic uint32_t out_arena;  /* arena id of the output */
+    _Atomic uint64_t in_offset;  /* byte offset of the input in its arena */
+    _Atomic uint64_t out_offset; /* byte offset of the output; == in_offset and same arena: in place */
+    _Atomic int32_t status;      /* written by the worker before DONE: 0 or a negative code */
+    uint32_t reserved0;
+    sem_t done; /* process-shared; posted by the worker once per DONE */
+    uint8_t reserved1[128 - 56 - sizeof(sem_t)];
+} sa_slot;
+
+#define SA_SLOTS_PER_CLIENT 64
+
+typedef struct sa_client_area {
+    _Atomic uint32_t seat_generation; /* bumped by the worker each time the seat changes hands */
+    _Atomic uint32_t attached;        /* 1 while a session holds this seat */
+    _Atomic uint64_t requests;        /* this seat's completed requests (this session) */
+    _Atomic uint64_t elements;
+    _Atomic uint64_t errors;
+    sem_t slot_free; /* process-shared; counts FREE slots; posted by whoever frees one */
+    /* Bit i set by the client after slot i became SUBMITTED; cleared by the worker when it
+     * takes the slot. Only a hint that saves scanning: the state word decides. */
+    _Atomic uint64_t pending;
+    uint8_t reserved[128 - 40 - sizeof(sem_t)];
+    sa_slot slots[SA_SLOTS_PER_CLIENT];
+} sa_client_area;
+
+typedef struct sa_control {
+    uint32_t magic;            /* SA_MAGIC */
+    uint32_t version;          /* SA_PROTO_VERSION */
+    uint32_t header_size;      /* sizeof(sa_control) */
+    uint32_t area_size;        /* sizeof(sa_client_area) */
+    uint32_t max_clients;      /* number of client areas after the header */
+    uint32_t threads;          /* worker pool threads */
+    int32_t worker_pid;
+    uint32_t reserved0;
+    uint64_t start_ns;         /* CLOCK_MONOTONIC at worker start */
+    uint64_t max_count;        /* largest count the worker accepts */
+    _Atomic uint64_t requests; /* completed requests, all clients */
+    _Atomic uint64_t elements; /* elements processed, all clients */
+    _Atomic uint64_t errors;   /* requests that completed with an error status */
+    _Atomic uint32_t clients;  /* sessions currently attached */
+    _Atomic uint32_t stopping; /* 1 once the pool stops accepting work */
+    sem_t wake;                /* process-shared counting semaphore: one post per submission */
+    uint8_t reserved1[256 - 80 - sizeof(sem_t)];
+} sa_control;
+
+_Static_assert(sizeof(sa_slot) == 128, "sa_slot is a wire format");
+_Static_assert(offsetof(sa_slot, done) == 56, "sa_slot layout");
+_Static_assert(sizeof(sa_client_area) == 128 + 128 * SA_SLOTS_PER_CLIENT, "sa_client_area layout");
+_Static_assert(offsetof(sa_client_area, pending) == 64, "sa_client_area layout");
+_Static_assert(sizeof(sa_control) == 256, "sa_control is a wire format");
+_Static_assert(offsetof(sa_control, wake) == 80, "sa_control layout");
+
+static inline size_t
+sa_control_size(uint32_t max_clients)
+{
+    return sizeof(sa_control) + (size_t)max_clients * sizeof(sa_client_area);
+}
+
+static inline sa_client_area *
+sa_control_area(sa_control *ctl, uint32_t seat)
+{
+    return (sa_client_area *)((char *)ctl + sizeof(sa_control)) + seat;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Session socket messages (SOCK_STREAM, Unix domain). Fixed size; descriptors ride along with
+ * SCM_RIGHTS. Worker -> client: HELLO (control segment fd), REPLY, STOPPING.
+ * Client -> worker: ARENA_ADD (arena fd; answered by REPLY), ARENA_DEL (one-way).
+ */
+enum sa_msg_type {
+    SA_MSG_HELLO = 1,     /* arg32: seat, arg64: control size, status: 0 or error (no fd then) */
+    SA_MSG_ARENA_ADD = 2, /* arg32: arena id; fd attached */
+    SA_MSG_ARENA_DEL = 3, /* arg32: arena id; no reply */
+    SA_MSG_REPLY = 4,     /* arg32: echoed arena id, status: result */
+    SA_MSG_STOPPING = 5,  /* the pool is stopping; no new requests */
+};
+
+typedef struct sa_msg {
+    uint32_t magic; /* SA_MAGIC */
+    uint32_t type;  /* sa_msg_type */
+    uint32_t arg32;
+    int32_t status;
+    uint64_t arg64;
+} sa_msg;
+_Static_assert(sizeof(sa_msg) == 24, "sa_msg is a wire format");
+
+/* ---------------------------------------------------------------------------------------------
+ * The request as the worker sees it once copied out of a slot (never read twice from shared
+ * memory) and the validation applied to that copy. Exposed for tests and tools.
+ */
+typedef struct sa_request {
+    uint32_t op;
+    uint32_t dtype;
+    uint64_t count;
+    uint32_t in_arena;
+    uint32_t out_arena;
+    uint64_t in_offset;
+    uint64_t out_offset;
+} sa_request;
+
+/* Checks `req` against the sizes of its input and output arenas (from fstat, not from shared
+ * memory) and the pool's `max_count`. Returns 0, or SA_EBADOP, SA_EBADDTYPE, SA_ETOOBIG,
+ * SA_EBOUNDS (range outside the arena, including arithmetic overflow) or SA_EOVERLAP (output
+ * overlaps input without being exactly in place). Pure function; thread-safe. */
+int sa_request_validate(const sa_request *req, uint64_t in_arena_size, uint64_t out_arena_size,
+                        uint64_t max_count);
+
+/* ---------------------------------------------------------------------------------------------
+ * C client API. A client is one session with one worker pool; all functions are thread-safe
+ * unless noted. Blocking functions say so.
+ */
+typedef struct sa_client sa_client;
+typedef struct sa_block sa_block;
+
+typedef struct sa_worker_info {
+    int32_t worker_pid;
+    uint32_t threads;
+    uint32_t clients;
+    uint32_t seat;
+    uint64_t requests;
+    uint64_t elements;
+    uint64_t errors;
+    uint64_t my_requests;
+    uint64_t my_elements;
+    uint64_t my_errors;
+    double uptime_s;
+} sa_worker_info;
+
+/* Starts a private worker (the program at `worker_path`, with `threads` pool threads, 0 for one
+ * per online CPU) connected by a socketpair, and attaches to it. The worker exits when the
+ * client is closed or this process dies (it sees EOF). On success stores a new client in
+ * *out and returns 0; on error returns a negative code and *out is unchanged. Blocks until the
+ * worker has said hello. */
+int sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out);
+
+/* Attaches to the pool listening on `socket_path`. Returns 0 and stores the client in *out, or
+ * -ENOENT / -ECONNREFUSED when no pool listens there, SA_EFULL, SA_EVERSION, or another
+ * negative code; *out is unchanged on error. Blocks for the connect and hello. */
+int sa_client_connect(const char *socket_path, sa_client **out);
+
+/* Ends the session without freeing anything: shuts the socket down (the worker reclaims our
+ * seat; a private worker exits) and, for a private worker, reaps it (SIGKILL after 2 s).
+ * Other threads may still be inside calls on c: they return SA_ECLOSED. Idempotent. */
+void sa_client_shutdown(sa_client *c);
+
+/* sa_client_shutdown, then gives up the caller's hold on c: it is freed, with the control
+ * mapping and the arenas, once the last block is unreferenced (blocks stay valid memory until
+ * then). No other thread may be using c when this is called. */
+void sa_client_close(sa_client *c);
+
+/* For the child of a fork(): drops the inherited session without a word to the worker (closes
+ * the descriptors, leaves mappings and blocks alone) so the parent's session is undisturbed. */
+void sa_client_forget_after_fork(sa_client *c);
+
+/* 1 if the worker is known to be gone (or the pool stopping), else 0. Non-blocking. */
+int sa_client_dead(sa_client *c);
+
+/* Fills *info from the control segment. Returns 0, or SA_EWORKERDIED. Non-blocking. */
+int sa_client_info(sa_client *c, sa_worker_info *info);
+
+/* Allocates `nbytes` (> 0) of shared memory inside one of the client's arenas (creating and
+ * registering a new arena when none has room). The block starts with one reference, owned by
+ * the caller. Returns 0 and stores it in *out, or -ENOMEM (arena space: /dev/shm full),
+ * SA_EWORKERDIED, or another negative code. May block on a socket round trip to the worker. */
+int sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out);
+/* Adds a reference. */
+void sa_block_ref(sa_block *b);
+/* Drops a reference; the memory returns to its arena with the last one. */
+void sa_block_unref(sa_block *b);
+/* Start of the block's memory (valid while a reference is held). */
+void *sa_block_data(const sa_block *b);
+size_t sa_block_size(const sa_block *b);
+/* The client the block was allocated from. */
+sa_client *sa_block_client(const sa_block *b);
+
+/* A submitted request, filled in by sa_submit and consumed by sa_wait/sa_cancel. */
+typedef struct sa_ticket {
+    uint32_t slot;
+    uint64_t generation;
+} sa_ticket;
+
+/* Submits op over `count` elements of `dtype` from block `in` to block `out` (may be the same
+ * block for in place; both from client c). Claims a slot first: when all of the client's slots
+ * are busy it waits for one, up to `wait_ns` (-1: forever); returns -ETIMEDOUT if none freed in
+ * time (nothing submitted). Takes a reference on both blocks until the worker is done with them.
+ * Returns 0 and fills *ticket, or a negative code with nothing submitted. */
+int sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+              sa_block *out, int64_t wait_ns, sa_ticket *ticket);
+
+/* Waits up to `wait_ns` (-1: forever, 0: poll) for the request to finish. Returns 0 when it
+ * completed successfully, the worker's negative status when it failed (the ticket is consumed
+ * either way), -ETIMEDOUT when still running (call again or cancel), SA_EWORKERDIED when the
+ * worker is gone (the ticket is consumed). Blocking; never touches Python state. */
+int sa_wait(sa_client *c, const sa_ticket *ticket, int64_t wait_ns);
+
+/* Gives up on a request that sa_wait has not consumed. The slot is freed at once if the worker
+ * has not started it, otherwise the worker frees it when done; the blocks' references are held
+ * until then, so a late write never lands in reused memory. Returns 0 if the request was
+ * cancelled, or 1 if it had completed in the meantime (its output is valid). Non-blocking. */
+int sa_cancel(sa_client *c, const sa_ticket *ticket);
+
+/* Convenience: submit and wait (forever) in one call. Returns 0 or a negative code. Blocking. */
+int sa_run(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+           sa_block *out);
+
+/* The per-user runtime directory for pool sockets ($XDG_RUNTIME_DIR/shmaccel or
+ * /tmp/shmaccel-<uid>), written to buf. With `create`, makes it 0700 if missing and refuses
+ * (-EPERM) one owned by another user or open to others. Returns 0 or a negative code. */
+int sa_runtime_dir(char *buf, size_t len, int create);
+/* Socket path of the pool called `name` into buf. Returns 0, -EINVAL for an invalid name
+ * (1-64 chars of [A-Za-z0-9._-], not starting with '.'), or -ENAMETOOLONG. */
+int sa_pool_socket_path(const char *name, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMACCEL_H */

@@ -1,0 +1,597 @@
+/* client.c -- the Client type: one session with a worker pool, as Python sees it.
+ *
+ * Converts Python objects to C (buffers, lists) and back, and waits with the GIL released.
+ * Every wait is cut into slices: between slices the GIL is retaken to run signal handlers
+ * (Ctrl-C raises KeyboardInterrupt) and to check the caller's timeout. The protocol itself
+ * lives in the C client library (src/client*.c).
+ */
+#include "shim.h"
+
+#include <string.h>
+#include <time.h>
+
+#define SLICE_NS 50000000 /* signal checks at least every 50 ms */
+#define COPY_GIL_FREE_BYTES (256 * 1024)
+
+static shim_state *
+state_of(ClientObject *self)
+{
+    return shim_state_of(Py_TYPE(self));
+}
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Parses timeout= (None or seconds >= 0) into an absolute deadline. Returns 0 or -1. */
+static int
+parse_deadline(PyObject *timeout, uint64_t *deadline)
+{
+    double secs;
+    if (timeout == Py_None) {
+        *deadline = UINT64_MAX;
+        return 0;
+    }
+    secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(secs >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be None or a number >= 0");
+        return -1;
+    }
+    *deadline = secs > 1e9 ? UINT64_MAX : now_ns() + (uint64_t)(secs * 1e9);
+    return 0;
+}
+
+static int64_t
+next_slice(uint64_t deadline)
+{
+    uint64_t now = now_ns();
+    if (deadline == UINT64_MAX) {
+        return SLICE_NS;
+    }
+    if (now >= deadline) {
+        return 0;
+    }
+    return deadline - now < SLICE_NS ? (int64_t)(deadline - now) : SLICE_NS;
+}
+
+static int
+client_usable(ClientObject *self)
+{
+    if (self->client == NULL) {
+        shim_raise(state_of(self), SA_ECLOSED);
+        return 0;
+    }
+    return 1;
+}
+
+/* Submits a request and waits for it with the GIL released, in slices. Returns 0, or -1 with
+ * an exception set (the request is then cancelled, its slot reclaimed safely). */
+static int
+run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+            sa_block *out, uint64_t deadline)
+{
+    sa_client *c = self->client;
+    sa_ticket ticket;
+    int err;
+
+    for (;;) {
+        int64_t slice = next_slice(deadline);
+        Py_BEGIN_ALLOW_THREADS
+        err = sa_submit(c, op, dtype, count, in, out, slice, &ticket);
+        Py_END_ALLOW_THREADS
+        if (err != -ETIMEDOUT && err != -EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        if (now_ns() >= deadline) {
+            break; /* err is -ETIMEDOUT: no free slot in time */
+        }
+    }
+    if (err < 0) {
+        shim_raise(state_of(self), err);
+        return -1;
+    }
+    for (;;) {
+        int64_t slice = next_slice(deadline);
+        Py_BEGIN_ALLOW_THREADS
+        err = sa_wait(c, &ticket, slice);
+        Py_END_ALLOW_THREADS
+        if (err != -ETIMEDOUT && err != -EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            sa_cancel(c, &ticket);
+            return -1;
+        }
+        if (now_ns() >= deadline) {
+            err = sa_cancel(c, &ticket);
+            if (err == -ECANCELED) {
+                err = -ETIMEDOUT;
+            }
+            break; /* or it finished just now: err is its status */
+        }
+    }
+    if (err < 0) {
+        shim_raise(state_of(self), err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Allocates a block with the GIL released (it may need a round trip to register an arena). */
+static int
+alloc_block(ClientObject *self, size_t nbytes, sa_block **out)
+{
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = sa_block_alloc(self->client, nbytes == 0 ? 1 : nbytes, out);
+    Py_END_ALLOW_THREADS
+    if (err < 0) {
+        shim_raise(state_of(self), err);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+copy_bytes(void *dst, const void *src, size_t n)
+{
+    if (n >= COPY_GIL_FREE_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, src, n);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
+/* ---- construction ------------------------------------------------------------------- */
+
+static PyObject *
+Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"worker", "socket", "threads", NULL};
+    const char *worker = NULL, *socket_path = NULL;
+    unsigned int threads = 0;
+    sa_client *c = NULL;
+    ClientObject *self;
+    int err;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$zzI:Client", kwlist, &worker, &socket_path,
+                                     &threads)) {
+        return NULL;
+    }
+    if ((worker == NULL) == (socket_path == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "Client() takes exactly one of worker= or socket=");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = worker != NULL ? sa_client_spawn(worker, threads, &c) : sa_client_connect(socket_path, &c);
+    Py_END_ALLOW_THREADS
+    if (err < 0) {
+        return shim_raise(shim_state_of(type), err);
+    }
+    self = (ClientObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        sa_client_close(c);
+        return NULL;
+    }
+    self->client = c;
+    return (PyObject *)self;
+}
+
+static void
+Client_dealloc(ClientObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->client != NULL) {
+        sa_client *c = self->client;
+        self->client = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        sa_client_close(c);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Client_shutdown(ClientObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->client != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        sa_client_shutdown(self->client);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Client_forget_after_fork(ClientObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->client != NULL) {
+        sa_client_forget_after_fork(self->client);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Client_get_dead(ClientObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->client == NULL || sa_client_dead(self->client));
+}
+
+static PyObject *
+Client_info(ClientObject *self, PyObject *unused)
+{
+    sa_worker_info info;
+    int err;
+    (void)unused;
+    if (!client_usable(self)) {
+        return NULL;
+    }
+    if ((err = sa_client_info(self->client, &info)) < 0) {
+        return shim_raise(state_of(self), err);
+    }
+    return Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:d}", "worker_pid",
+                         (int)info.worker_pid, "threads", info.threads, "clients", info.clients,
+                         "seat", info.seat, "requests", (unsigned long long)info.requests,
+                         "elements", (unsigned long long)info.elements, "errors",
+                         (unsigned long long)info.errors, "client_requests",
+                         (unsigned long long)info.my_requests, "client_elements",
+                         (unsigned long long)info.my_elements, "client_errors",
+                         (unsigned long long)info.my_errors, "uptime_s", info.uptime_s);
+}
+
+/* ---- blocks ------------------------------------------------------------------------- */
+
+/* alloc(cls, count, dtype, zero) -> instance of cls (a SharedBlock subclass) */
+static PyObject *
+Client_alloc(ClientObject *self, PyObject *args)
+{
+    shim_state *st = state_of(self);
+    PyTypeObject *cls;
+    Py_ssize_t count;
+    const char *dtype_name;
+    int zero = 0, dtype;
+    size_t itemsize, nbytes;
+    sa_block *block = NULL;
+    BlockObject *obj;
+
+    if (!PyArg_ParseTuple(args, "O!ns|p:alloc", &PyType_Type, &cls, &count, &dtype_name, &zero)) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype(cls, st->BlockType)) {
+        PyErr_SetString(PyExc_TypeError, "alloc() needs a SharedBlock subclass");
+        return NULL;
+    }
+    if ((dtype = sa_dtype_from_name(dtype_name)) < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "unknown dtype '%s' (use int8..int64, uint8..uint64, float32, float64)",
+                     dtype_name);
+        return NULL;
+    }
+    if (count < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative array length");
+        return NULL;
+    }
+    itemsize = sa_dtype_size((uint32_t)dtype);
+    if (__builtin_mul_overflow((size_t)count, itemsize, &nbytes) || nbytes > (SIZE_MAX >> 2)) {
+        PyErr_SetString(PyExc_OverflowError, "array too large");
+        return NULL;
+    }
+    if (!client_usable(self) || alloc_block(self, nbytes, &block) < 0) {
+        return NULL;
+    }
+    if (zero) {
+        if (nbytes >= COPY_GIL_FREE_BYTES) {
+            Py_BEGIN_ALLOW_THREADS
+            memset(sa_block_data(block), 0, nbytes);
+            Py_END_ALLOW_THREADS
+        } else {
+            memset(sa_block_data(block), 0, nbytes);
+        }
+    }
+    obj = (BlockObject *)cls->tp_alloc(cls, 0);
+    if (obj == NULL) {
+        sa_block_unref(block);
+        return NULL;
+    }
+    obj->block = block;
+    obj->owner = (ClientObject *)Py_NewRef(self);
+    obj->dtype = (uint32_t)dtype;
+    obj->count = count;
+    obj->itemsize = (Py_ssize_t)itemsize;
+    return (PyObject *)obj;
+}
+
+/* Our own block behind `obj`, or NULL when obj is something else (or another client's). */
+static BlockObject *
+own_block(ClientObject *self, PyObject *obj)
+{
+    shim_state *st = state_of(self);
+    if (PyObject_TypeCheck(obj, st->BlockType) && ((BlockObject *)obj)->owner == self) {
+        return (BlockObject *)obj;
+    }
+    return NULL;
+}
+
+/* run(op, src, dst, timeout): dst[:] = op(src). src is any buffer of a supported format; dst
+ * a writable one of the same format and length (it may be src). Our own SharedBlocks are used
+ * in place (zero copy); anything else goes through a block of the arena. */
+static PyObject *
+Client_run(ClientObject *self, PyObject *args)
+{
+    PyObject *op_obj, *src, *dst, *timeout;
+    Py_buffer sv = {0}, dv = {0};
+    BlockObject *src_blk, *dst_blk;
+    sa_block *in = NULL, *out = NULL, *tmp_in = NULL, *tmp_out = NULL;
+    uint64_t deadline;
+    uint32_t dtype, dst_dtype;
+    Py_ssize_t count, dst_count;
+    size_t nbytes;
+    int op, d;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOO:run", &op_obj, &src, &dst, &timeout)) {
+        return NULL;
+    }
+    if ((op = shim_op_of(op_obj)) < 0 || parse_deadline(timeout, &deadline) < 0
+        || !client_usable(self)) {
+        return NULL;
+    }
+    src_blk = own_block(self, src);
+    dst_blk = own_block(self, dst);
+
+    if (src_blk != NULL) {
+        dtype = src_blk->dtype;
+        count = src_blk->count;
+    } else {
+        if (PyObject_GetBuffer(src, &sv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            goto out;
+        }
+        if ((d = shim_dtype_of_view(&sv)) < 0) {
+            goto out;
+        }
+        dtype = (uint32_t)d;
+        count = sv.len / sv.itemsize;
+    }
+    if (dst_blk != NULL) {
+        dst_dtype = dst_blk->dtype;
+        dst_count = dst_blk->count;
+    } else {
+        if (PyObject_GetBuffer(dst, &dv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();
+                if (PyObject_GetBuffer(dst, &dv, PyBUF_FULL_RO) == 0) {
+                    PyBuffer_Release(&dv);
+                    PyErr_Format(PyExc_TypeError, "out must be a writable buffer; %.100s is read-only",
+                                 Py_TYPE(dst)->tp_name);
+                } else if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_ValueError, "out must be C-contiguous");
+                }
+            }
+            goto out;
+        }
+        if ((d = shim_dtype_of_view(&dv)) < 0) {
+            goto out;
+        }
+        dst_dtype = (uint32_t)d;
+        dst_count = dv.len / dv.itemsize;
+    }
+    if (dst_dtype != dtype || dst_count != count) {
+        PyErr_Format(PyExc_ValueError, "out must match the input: got %zd x %s for %zd x %s",
+                     dst_count, sa_dtype_name(dst_dtype), count, sa_dtype_name(dtype));
+        goto out;
+    }
+    if (count == 0) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    nbytes = (size_t)count * sa_dtype_size(dtype);
+
+    if (src_blk != NULL) {
+        in = src_blk->block;
+    } else {
+        if (alloc_block(self, nbytes, &tmp_in) < 0) {
+            goto out;
+        }
+        copy_bytes(sa_block_data(tmp_in), sv.buf, nbytes);
+        in = tmp_in;
+    }
+    if (dst_blk != NULL) {
+        out = dst_blk->block;
+    } else if (tmp_in != NULL) {
+        out = tmp_in; /* compute in place in our private copy, then copy out once */
+    } else {
+        if (alloc_block(self, nbytes, &tmp_out) < 0) {
+            goto out;
+        }
+        out = tmp_out;
+    }
+    if (run_request(self, (uint32_t)op, dtype, (uint64_t)count, in, out, deadline) < 0) {
+        goto out;
+    }
+    if (dst_blk == NULL) {
+        copy_bytes(dv.buf, sa_block_data(out), nbytes);
+    }
+    result = Py_NewRef(Py_None);
+
+out:
+    if (tmp_in != NULL) {
+        sa_block_unref(tmp_in);
+    }
+    if (tmp_out != NULL) {
+        sa_block_unref(tmp_out);
+    }
+    if (sv.obj != NULL) {
+        PyBuffer_Release(&sv);
+    }
+    if (dv.obj != NULL) {
+        PyBuffer_Release(&dv);
+    }
+    return result;
+}
+
+/* ---- lists -------------------------------------------------------------------------- */
+
+/* Fills int64s from the items; every input and result must fit in int64. */
+static int
+fill_int64(int op, PyObject **items, Py_ssize_t n, int64_t *dst)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
+        if (overflow) {
+            PyErr_Format(PyExc_OverflowError, "element %zd (%R) does not fit in int64", i, items[i]);
+            return -1;
+        }
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!sa_op_int64_fits((uint32_t)op, v)) {
+            PyErr_Format(PyExc_OverflowError, "%s of element %zd (%lld) overflows int64",
+                         sa_op_name((uint32_t)op), i, v);
+            return -1;
+        }
+        dst[i] = v;
+    }
+    return 0;
+}
+
+static int
+fill_float64(PyObject **items, Py_ssize_t n, double *dst)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = PyFloat_AsDouble(items[i]);
+        if (v == -1.0 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_OverflowError, "element %zd does not fit in a float", i);
+            }
+            return -1;
+        }
+        dst[i] = v;
+    }
+    return 0;
+}
+
+/* run_list(op, seq, timeout) -> list: ints (and bools) as int64, any float makes it float64. */
+static PyObject *
+Client_run_list(ClientObject *self, PyObject *args)
+{
+    PyObject *op_obj, *seq, *timeout, *fast = NULL, *result = NULL;
+    PyObject **items;
+    Py_ssize_t n;
+    sa_block *block = NULL;
+    uint64_t deadline;
+    int op, is_float = 0;
+
+    if (!PyArg_ParseTuple(args, "OOO:run_list", &op_obj, &seq, &timeout)) {
+        return NULL;
+    }
+    if ((op = shim_op_of(op_obj)) < 0 || parse_deadline(timeout, &deadline) < 0
+        || !client_usable(self)) {
+        return NULL;
+    }
+    if ((fast = PySequence_Fast(seq, "expected a list or tuple")) == NULL) {
+        return NULL;
+    }
+    n = PySequence_Fast_GET_SIZE(fast);
+    items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = items[i];
+        if (PyFloat_Check(it)) {
+            is_float = 1;
+        } else if (!PyLong_Check(it) && !PyIndex_Check(it)) {
+            PyErr_Format(PyExc_TypeError,
+                         "element %zd has type %.100s; shmaccel lists hold int and float only", i,
+                         Py_TYPE(it)->tp_name);
+            goto out;
+        }
+    }
+    if (n == 0) {
+        result = PyList_New(0);
+        goto out;
+    }
+    if (alloc_block(self, (size_t)n * 8, &block) < 0) {
+        goto out;
+    }
+    if (is_float ? fill_float64(items, n, sa_block_data(block))
+                 : fill_int64(op, items, n, sa_block_data(block))) {
+        goto out;
+    }
+    if (run_request(self, (uint32_t)op, is_float ? SA_FLOAT64 : SA_INT64, (uint64_t)n, block, block,
+                    deadline) < 0) {
+        goto out;
+    }
+    if ((result = PyList_New(n)) == NULL) {
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = is_float ? PyFloat_FromDouble(((double *)sa_block_data(block))[i])
+                               : PyLong_FromLongLong(((int64_t *)sa_block_data(block))[i]);
+        if (v == NULL) {
+            Py_CLEAR(result);
+            goto out;
+        }
+        PyList_SET_ITEM(result, i, v);
+    }
+
+out:
+    if (block != NULL) {
+        sa_block_unref(block);
+    }
+    Py_XDECREF(fast);
+    return result;
+}
+
+static PyMethodDef Client_methods[] = {
+    {"run", (PyCFunction)Client_run, METH_VARARGS,
+     "run(op, src, dst, timeout): dst[:] = op(src) in the worker; waits with the GIL released."},
+    {"run_list", (PyCFunction)Client_run_list, METH_VARARGS,
+     "run_list(op, seq, timeout) -> list: op over a list of ints (int64) or floats (float64)."},
+    {"alloc", (PyCFunction)Client_alloc, METH_VARARGS,
+     "alloc(cls, count, dtype, zero=False) -> cls instance backed by the shared arena."},
+    {"info", (PyCFunction)Client_info, METH_NOARGS, "Figures from the control segment."},
+    {"shutdown", (PyCFunction)Client_shutdown, METH_NOARGS,
+     "End the session (a private worker exits); later calls raise PoolClosedError."},
+    {"_forget_after_fork", (PyCFunction)Client_forget_after_fork, METH_NOARGS,
+     "In a forked child: drop the parent's session without disturbing it."},
+    {NULL},
+};
+
+static PyGetSetDef Client_getset[] = {
+    {"dead", (getter)Client_get_dead, NULL, "True once the worker is gone or the session closed.",
+     NULL},
+    {NULL},
+};
+
+static PyType_Slot Client_slots[] = {
+    {Py_tp_new, Client_new},
+    {Py_tp_dealloc, Client_dealloc},
+    {Py_tp_methods, Client_methods},
+    {Py_tp_getset, Client_getset},
+    {Py_tp_doc, "Client(*, worker=path | socket=path, threads=0): a session with a worker pool."},
+    {0, NULL},
+};
+
+PyType_Spec shim_client_spec = {
+    .name = "shmaccel._shmaccel.Client",
+    .basicsize = sizeof(ClientObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = Client_slots,
+};

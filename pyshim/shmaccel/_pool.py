@@ -1,0 +1,225 @@
+"""Pool: a session with a shmaccel worker pool, private (started here) or named (shared)."""
+
+from __future__ import annotations
+
+import array
+import os
+import sys
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from . import _shmaccel
+from ._array import TYPECODES, SharedArray, dtype_name
+from ._errors import PoolClosedError, PoolNotFoundError
+from ._worker import worker_path
+
+OPS: tuple[str, ...] = _shmaccel.OPS
+
+_live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+
+
+class Pool:
+    """A worker pool session.
+
+    Pool() starts a private worker process (with `threads` pool threads, default one per
+    CPU) that exits when the pool is closed or this process ends, however it ends.
+    Pool("name") attaches to a pool started by `shmaccel-pool start name` and raises
+    PoolNotFoundError when none runs.
+    """
+
+    def __init__(self, name: str | None = None, *, threads: int | None = None) -> None:
+        self.name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        if name is None:
+            if threads is not None and (not isinstance(threads, int) or threads < 1):
+                raise ValueError("threads must be a positive int")
+            self._client = _shmaccel.Client(worker=worker_path(), threads=threads or 0)
+        else:
+            path = _shmaccel.pool_socket_path(name)
+            try:
+                self._client = _shmaccel.Client(socket=path)
+            except PoolNotFoundError:
+                raise PoolNotFoundError(
+                    f"no shmaccel pool named {name!r} is running "
+                    f"(start one with: shmaccel-pool start {name})"
+                ) from None
+        info = self._client.info()
+        self.worker_pid: int = info["worker_pid"]
+        self.threads: int = info["threads"]
+        _live_pools.add(self)
+
+    # -- the kernels ------------------------------------------------------------------------
+
+    def double(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
+        """Return data * 2 element-wise (see shmaccel.double)."""
+        return self.run("double", data, out=out, timeout=timeout)
+
+    def square(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
+        """Return data * data element-wise (see shmaccel.square)."""
+        return self.run("square", data, out=out, timeout=timeout)
+
+    def run(self, op: str, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
+        """Apply the kernel named `op` to `data`; the result type follows the input's."""
+        client = self._client
+        if isinstance(data, (list, tuple)):
+            result = client.run_list(op, data, timeout)
+            if out is None:
+                return result
+            return _store_list(result, out)
+        if isinstance(data, SharedArray) and data._client is client:
+            if out is None:
+                out = client.alloc(SharedArray, len(data), data.dtype)
+            client.run(op, data, out, timeout)
+            return out
+        if isinstance(data, array.array):
+            if out is None:
+                out = array.array(data.typecode, bytes(len(data) * data.itemsize))
+            client.run(op, data, out, timeout)
+            return out
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(data, np.ndarray):
+            return self._run_ndarray(np, op, data, out, timeout)
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(
+                f"shmaccel.{op}() takes a list, tuple, SharedArray, array.array, numpy array "
+                f"or buffer, not {type(data).__name__}"
+            ) from None
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes()).cast("B").cast(view.format, view.shape)
+        if out is None:
+            out = client.alloc(SharedArray, view.nbytes // view.itemsize, _shmaccel.dtype_of(view))
+        client.run(op, view, out, timeout)
+        return out
+
+    def _run_ndarray(self, np: Any, op: str, data: Any, out: Any, timeout: float | None) -> Any:
+        if not data.dtype.isnative or data.dtype.name not in TYPECODES:
+            raise TypeError(f"unsupported dtype {data.dtype.str!r} ({data.dtype.name})")
+        src = np.ascontiguousarray(data)
+        if out is not None:
+            self._client.run(op, src, out, timeout)
+            return out
+        # The result lives in the arena: the worker writes it there and numpy views it, so it
+        # is never copied out.
+        result = self._client.alloc(SharedArray, src.size, src.dtype.name)
+        self._client.run(op, src, result, timeout)
+        return np.frombuffer(result, dtype=src.dtype).reshape(data.shape)
+
+    def submit(self, op: str, data: Any, *, out: Any = None) -> Future:
+        """Start `op` on `data` and return a concurrent.futures.Future of the result."""
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}: use one of {', '.join(OPS)}")
+        with self._lock:
+            if self._client.dead:
+                raise PoolClosedError("the shmaccel pool is closed")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(4, 2 * self.threads), thread_name_prefix="shmaccel-submit"
+                )
+            return self._executor.submit(self.run, op, data, out=out)
+
+    def map(self, op: str, iterable: Any) -> list:
+        """Apply `op` to each array of `iterable`; results in order."""
+        futures = [self.submit(op, data) for data in iterable]
+        return [f.result() for f in futures]
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def empty(self, n: int, dtype: Any = "float64") -> SharedArray:
+        """An uninitialised SharedArray of n elements in this pool's arena."""
+        return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype))
+
+    def zeros(self, n: int, dtype: Any = "float64") -> SharedArray:
+        """A SharedArray of n zeros in this pool's arena."""
+        return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype), True)
+
+    def array(self, obj: Any, dtype: Any = None) -> SharedArray:
+        """A SharedArray holding a copy of `obj` (an iterable of numbers or a buffer)."""
+        if not isinstance(obj, (list, tuple)):
+            try:
+                memoryview(obj).release()
+            except TypeError:
+                obj = list(obj)
+        if isinstance(obj, (list, tuple)):
+            if dtype is None:
+                floats = any(isinstance(x, float) for x in obj)
+                dtype = "float64" if floats else "int64"
+            name = dtype_name(dtype)
+            result = self.empty(len(obj), name)
+            if obj:
+                memoryview(result)[:] = memoryview(array.array(TYPECODES[name], obj))
+            return result
+        view = memoryview(obj)
+        src_dtype = _shmaccel.dtype_of(view)
+        name = src_dtype if dtype is None else dtype_name(dtype)
+        count = view.nbytes // view.itemsize
+        if name != src_dtype:
+            return self.array(view.tolist() if view.ndim <= 1 else view.cast("B").cast(
+                view.format).tolist(), name)
+        result = self.empty(count, name)
+        if count:
+            memoryview(result).cast("B")[:] = view.cast("B") if view.c_contiguous else view.tobytes()
+        return result
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Figures from the worker: requests, elements, errors, threads, clients, uptime_s,
+        worker_pid, and this session's own client_requests/client_elements/client_errors."""
+        return self._client.info()
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool is closed or its worker is gone."""
+        return self._client.dead
+
+    def close(self) -> None:
+        """End the session; a private worker exits. Calls made afterwards raise
+        PoolClosedError. Arrays already allocated stay readable."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._client.shutdown()
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = f"name={self.name!r}" if self.name else "private"
+        state = "closed" if self.closed else "open"
+        return f"<shmaccel.Pool {kind} worker_pid={self.worker_pid} threads={self.threads} {state}>"
+
+    def _forget_after_fork(self) -> None:
+        self._client._forget_after_fork()
+        self._executor = None
+        self._lock = threading.Lock()
+
+
+def _store_list(values: list, out: Any) -> Any:
+    view = memoryview(out)
+    if view.readonly:
+        raise TypeError(f"out must be writable; {type(out).__name__} is read-only")
+    name = _shmaccel.dtype_of(view)
+    if view.nbytes // view.itemsize != len(values):
+        raise ValueError(f"out has {view.nbytes // view.itemsize} elements, the input {len(values)}")
+    want = "float64" if any(isinstance(v, float) for v in values) else "int64"
+    if name != want:
+        raise ValueError(f"out must be {want} for this list, not {name}")
+    view.cast("B").cast(TYPECODES[want])[:] = array.array(TYPECODES[want], values)
+    return out
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,304 @@
+/* client_block.c -- the client's arenas and the blocks carved out of them.
+ *
+ * Arenas are shared memory segments owned by this process, mapped once and registered once
+ * with the worker (their descriptor travels over the session socket), then reused for the
+ * session's life: a call never does shm_open or mmap. A first-fit allocator over a sorted list
+ * of free extents hands out 64-byte aligned blocks. An arena left empty is kept for reuse
+ * while the total stays under a cache limit, and released (unmapped here, dropped by the
+ * worker) beyond it.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BLOCK_ALIGN 64
+#define ARENA_MIN_BYTES (16u << 20)
+#define ARENA_GROW_MAX (UINT64_C(1) << 30)
+#define ARENA_CACHE_BYTES (UINT64_C(1) << 30)
+#define ARENA_ROUND (2u << 20)
+
+static size_t
+round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
+}
+
+/* Inserts the free extent [offset, offset + length) and merges it with its neighbours. */
+static int
+extent_insert(sa__carena *a, size_t offset, size_t length)
+{
+    size_t i = 0;
+    while (i < a->nfree && a->free[i].offset < offset) {
+        i++;
+    }
+    int merge_prev = i > 0 && a->free[i - 1].offset + a->free[i - 1].length == offset;
+    int merge_next = i < a->nfree && offset + length == a->free[i].offset;
+    if (merge_prev && merge_next) {
+        a->free[i - 1].length += length + a->free[i].length;
+        memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*a->free));
+        a->nfree--;
+    } else if (merge_prev) {
+        a->free[i - 1].length += length;
+    } else if (merge_next) {
+        a->free[i].offset = offset;
+        a->free[i].length += length;
+    } else {
+        if (a->nfree == a->capfree) {
+            size_t cap = a->capfree ? a->capfree * 2 : 16;
+            sa__extent *p = realloc(a->free, cap * sizeof(*p));
+            if (p == NULL) {
+                return -ENOMEM;
+            }
+            a->free = p;
+            a->capfree = cap;
+        }
+        memmove(&a->free[i + 1], &a->free[i], (a->nfree - i) * sizeof(*a->free));
+        a->free[i] = (sa__extent){offset, length};
+        a->nfree++;
+    }
+    return 0;
+}
+
+/* First fit. Returns the offset, or SIZE_MAX when the arena has no room. */
+static size_t
+extent_take(sa__carena *a, size_t length)
+{
+    for (size_t i = 0; i < a->nfree; i++) {
+        if (a->free[i].length >= length) {
+            size_t offset = a->free[i].offset;
+            a->free[i].offset += length;
+            a->free[i].length -= length;
+            if (a->free[i].length == 0) {
+                memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*a->free));
+                a->nfree--;
+            }
+            return offset;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* Sends a message and waits for its reply, under c->lock. */
+static int
+request(sa_client *c, const sa_msg *msg, int fd)
+{
+    sa_msg reply;
+    int rfd = -1, err;
+
+    if ((err = sa__msg_send(c->sock, msg, fd)) < 0) {
+        atomic_store(&c->dead, 1);
+        return SA_EWORKERDIED;
+    }
+    for (;;) {
+        if ((err = sa__msg_recv(c->sock, &reply, &rfd)) < 0) {
+            atomic_store(&c->dead, 1);
+            return SA_EWORKERDIED;
+        }
+        if (rfd >= 0) {
+            close(rfd);
+        }
+        if (reply.type == SA_MSG_REPLY) {
+            return reply.status;
+        }
+        if (reply.type == SA_MSG_STOPPING) {
+            atomic_store(&c->dead, 1);
+            return SA_ECLOSED;
+        }
+        return SA_EPROTO;
+    }
+}
+
+static void
+arena_unmap(sa__carena *a)
+{
+    munmap(a->base, a->size);
+    free(a->free);
+    free(a);
+}
+
+/* Creates an arena of at least `need` bytes and registers it. Called with c->lock held. */
+static int
+arena_create(sa_client *c, size_t need, sa__carena **out)
+{
+    sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_ADD};
+    sa__carena *a = NULL;
+    uint32_t id;
+    size_t size;
+    void *base;
+    int fd, err;
+
+    for (id = 0; id < SA__MAX_ARENAS && c->arenas[id] != NULL; id++) {
+    }
+    if (id == SA__MAX_ARENAS) {
+        return -ENOMEM;
+    }
+    /* Grow geometrically so that a session doing ever larger calls makes few arenas. */
+    size = c->mapped < ARENA_GROW_MAX ? (c->mapped > ARENA_MIN_BYTES ? c->mapped : ARENA_MIN_BYTES)
+                                      : (size_t)ARENA_GROW_MAX;
+    if (size < need) {
+        size = round_up(need, ARENA_ROUND);
+    }
+    fd = sa__shm_create("arena", size);
+    if (fd < 0) {
+        return fd;
+    }
+    if ((err = sa__shm_map(fd, size, &base)) < 0) {
+        close(fd);
+        return err;
+    }
+    a = calloc(1, sizeof(*a));
+    if (a == NULL || extent_insert(a, 0, size) < 0) {
+        free(a);
+        munmap(base, size);
+        close(fd);
+        return -ENOMEM;
+    }
+    a->id = id;
+    a->base = base;
+    a->size = size;
+    msg.arg32 = id;
+    msg.arg64 = size;
+    sa__fault_point("client-arena-add");
+    err = request(c, &msg, fd);
+    /* The worker holds its own descriptor (or mapping) now; ours is no longer needed. */
+    close(fd);
+    if (err < 0) {
+        arena_unmap(a);
+        return err;
+    }
+    c->arenas[id] = a;
+    c->narenas++;
+    c->mapped += size;
+    *out = a;
+    return 0;
+}
+
+/* Releases an empty arena beyond the cache limit. Called with c->lock held. */
+static void
+arena_maybe_release(sa_client *c, sa__carena *a)
+{
+    sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_DEL, .arg32 = a->id};
+    if (a->used != 0 || c->mapped <= ARENA_CACHE_BYTES || atomic_load(&c->closed)) {
+        return;
+    }
+    c->arenas[a->id] = NULL;
+    c->narenas--;
+    c->mapped -= a->size;
+    /* No block lives in it, so no request uses it: unmapping our side is safe now. The worker
+     * unmaps its side when the message arrives. ARENA_DEL has no reply, so that this path
+     * (a Python object's dealloc, with the GIL held) never waits for a stopped worker. */
+    if (!atomic_load(&c->dead) && sa__msg_send(c->sock, &msg, -1) < 0) {
+        atomic_store(&c->dead, 1);
+    }
+    arena_unmap(a);
+}
+
+int
+sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
+{
+    sa_block *b;
+    sa__carena *a = NULL;
+    size_t length, offset = SIZE_MAX;
+    int err = 0;
+
+    if (nbytes == 0 || nbytes > (SIZE_MAX >> 1)) {
+        return -EINVAL;
+    }
+    if (sa_client_dead(c)) {
+        return atomic_load(&c->closed) ? SA_ECLOSED : SA_EWORKERDIED;
+    }
+    length = round_up(nbytes, BLOCK_ALIGN);
+    b = malloc(sizeof(*b));
+    if (b == NULL) {
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t id = 0; id < SA__MAX_ARENAS && offset == SIZE_MAX; id++) {
+        if (c->arenas[id] != NULL) {
+            a = c->arenas[id];
+            offset = extent_take(a, length);
+        }
+    }
+    if (offset == SIZE_MAX) {
+        err = arena_create(c, length, &a);
+        if (err == 0) {
+            offset = extent_take(a, length);
+        }
+    }
+    if (err == 0) {
+        a->used += length;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (err < 0) {
+        free(b);
+        return err;
+    }
+    b->client = c;
+    b->arena = a;
+    b->offset = offset;
+    b->size = length;
+    atomic_init(&b->refs, 1);
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    *out = b;
+    return 0;
+}
+
+void
+sa_block_ref(sa_block *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+
+void
+sa_block_unref(sa_block *b)
+{
+    sa_client *c = b->client;
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    if (!atomic_load(&c->forked)) {
+        pthread_mutex_lock(&c->lock);
+        b->arena->used -= b->size;
+        /* On -ENOMEM the range is lost to this arena, nothing worse. */
+        extent_insert(b->arena, b->offset, b->size);
+        arena_maybe_release(c, b->arena);
+        pthread_mutex_unlock(&c->lock);
+    }
+    free(b);
+    sa__client_unref(c);
+}
+
+void *
+sa_block_data(const sa_block *b)
+{
+    return b->arena->base + b->offset;
+}
+
+size_t
+sa_block_size(const sa_block *b)
+{
+    return b->size;
+}
+
+sa_client *
+sa_block_client(const sa_block *b)
+{
+    return b->client;
+}
+
+void
+sa__arenas_free(sa_client *c)
+{
+    for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
+        if (c->arenas[id] != NULL) {
+            arena_unmap(c->arenas[id]);
+            c->arenas[id] = NULL;
+        }
+    }
+    c->narenas = 0;
+    c->mapped = 0;
+}

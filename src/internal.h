@@ -1,0 +1,202 @@
+/* internal.h -- private to src/: what the worker and client library files share.
+ *
+ * Nothing here is part of the public API; cross-file internals carry the sa__ prefix.
+ */
+#ifndef SA_INTERNAL_H
+#define SA_INTERNAL_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "shmaccel.h"
+
+#define SA__ERR(e) (-(e))
+
+/* Retries `expr` (a call returning -1 and setting errno) while it fails with EINTR. */
+#define SA__NOINTR(r, expr) \
+    do { \
+        (r) = (expr); \
+    } while ((r) == -1 && errno == EINTR)
+
+/* Default largest count a worker accepts (elements); a request above it gets SA_ETOOBIG. */
+#define SA__DEFAULT_MAX_COUNT (UINT64_C(1) << 40)
+
+/* ---- time.c ---------------------------------------------------------------------------- */
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+uint64_t sa__now_ns(void);
+/* The CLOCK_MONOTONIC timespec `ns` nanoseconds from now. */
+struct timespec sa__deadline_in(int64_t ns);
+
+/* ---- shm.c: shared memory segments ---------------------------------------------------- */
+/* Creates an anonymous shared memory segment of `size` bytes: shm_open(O_CREAT|O_EXCL, 0600)
+ * under a name with 64+ random bits, unlinked as soon as it is open, its pages reserved with
+ * posix_fallocate so that a full /dev/shm fails here with -ENOSPC/-ENOMEM and never as a
+ * SIGBUS later. `tag` goes into the name ("ctl", "arena"). Returns the descriptor (CLOEXEC)
+ * or a negative code; nothing is left behind on error. */
+int sa__shm_create(const char *tag, size_t size);
+/* Maps `size` bytes of `fd` read-write shared. Returns 0 and *out, or a negative code. */
+int sa__shm_map(int fd, size_t size, void **out);
+/* Size of the object behind `fd` from fstat; never from shared memory. */
+int sa__fd_size(int fd, uint64_t *out);
+
+/* ---- sock.c: the session socket -------------------------------------------------------- */
+/* Sends one message, with descriptor `fd` attached when fd >= 0. Retries EINTR and short
+ * writes; MSG_NOSIGNAL. Returns 0 or a negative code (-EPIPE when the peer is gone). */
+int sa__msg_send(int sock, const sa_msg *msg, int fd);
+/* Receives one whole message (blocking), and the descriptor that came with it into *fd (-1 if
+ * none; any extra descriptors are closed). Returns 0, SA_EWORKERDIED-style -ECONNRESET on EOF,
+ * SA_EPROTO on a bad magic, or a negative code. */
+int sa__msg_recv(int sock, sa_msg *msg, int *fd);
+/* Whether the peer of `sock` hung up (non-blocking poll for POLLHUP/POLLRDHUP/POLLERR). */
+int sa__sock_hung_up(int sock);
+/* uid of the process at the other end (SO_PEERCRED). Returns 0 or a negative code. */
+int sa__peer_uid(int sock, uint32_t *uid);
+
+/* ---- kernels.c ------------------------------------------------------------------------- */
+typedef void (*sa__kernel_fn)(const void *in, void *out, size_t n);
+/* The kernel for (op, dtype), or NULL when either is invalid. */
+sa__kernel_fn sa__kernel(uint32_t op, uint32_t dtype);
+
+/* ---- fault.c: crash points for fault-injection tests ---------------------------------- */
+/* Aborts the process if SHMACCEL_FAULT names `point` (read once). */
+void sa__fault_point(const char *point);
+
+/* ---- worker (pool.c, session.c, worker_main.c) --------------------------------------- */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define SA__MAX_ARENAS 1024 /* arena ids per client: 0 .. SA__MAX_ARENAS - 1 */
+
+/* A client's arena as the worker maps it. `size` comes from fstat at registration. The
+ * registration holds one reference and every job using the arena one more; the mapping goes
+ * away with the last. */
+typedef struct sa__arena {
+    char *base;
+    uint64_t size;
+    atomic_uint refs;
+} sa__arena;
+
+/* Worker-private state of one client seat (a client area of the control segment). */
+typedef struct sa__seat {
+    int sock;                 /* session socket, -1 when the seat is free */
+    int detached;             /* 1 after EOF until every slot is FREE again */
+    pthread_mutex_t lock;     /* guards arenas[] */
+    sa__arena *arenas[SA__MAX_ARENAS];
+} sa__seat;
+
+/* A request being executed: a private copy of a slot's fields plus what the worker derived
+ * from them. One per slot, reused; a slot never has two jobs at once. */
+typedef struct sa__job {
+    sa_request req;
+    uint64_t word;            /* the slot's state word as RUNNING (carries the generation) */
+    uint32_t seat;
+    uint32_t slot;
+    sa__kernel_fn kernel;
+    size_t itemsize;
+    sa__arena *in_arena, *out_arena;
+    size_t nchunks;           /* 1: run inline by the claiming thread */
+    size_t chunk_elems;
+    size_t next_chunk;        /* guarded by worker.big_lock */
+    atomic_size_t chunks_done;
+    struct sa__job *next_big; /* in worker.big_jobs, guarded by big_lock */
+} sa__job;
+
+typedef struct sa__worker {
+    sa_control *ctl;          /* shared; only written by the worker, never trusted when read */
+    size_t ctl_size;
+    int ctl_fd;
+    uint32_t max_clients;     /* private copies: never read back from the control segment */
+    uint32_t threads;
+    uint64_t max_count;
+    int private_mode;         /* one inherited session; exit when it ends */
+    sa__seat *seats;
+    sa__job *jobs;            /* max_clients * SA_SLOTS_PER_CLIENT */
+    pthread_t *tids;
+    pthread_mutex_t big_lock;
+    sa__job *big_jobs;        /* jobs with chunks left to hand out */
+    atomic_uint big_count;
+    atomic_uint rr_cursor;    /* round robin between seats */
+    atomic_int spinner;       /* 1 while a thread spins for new work */
+    atomic_int stop;
+    atomic_uint active_seats[1024 / 32]; /* bitmap of seats with a live session */
+} sa__worker;
+
+/* pool.c: starts w->threads pool threads. Returns 0 or a negative code (none left running). */
+int sa__pool_start(sa__worker *w);
+/* pool.c: asks the pool threads to finish their current jobs and joins them. */
+void sa__pool_stop(sa__worker *w);
+/* pool.c: drops a reference on an arena, unmapping it with the last one. */
+void sa__arena_unref(sa__arena *a);
+
+/* session.c: serves sessions until the pool stops: the listener `listen_fd` (-1 for none),
+ * the private session `private_fd` (-1 for none; its EOF stops the pool), and `signal_fd`
+ * (SIGTERM/SIGINT). Returns 0 or a negative code. */
+int sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd);
+
+/* ---- client (client.c, client_block.c, client_req.c) --------------------------------- */
+#include <sys/types.h>
+
+/* A free range inside a client arena. */
+typedef struct sa__extent {
+    size_t offset;
+    size_t length;
+} sa__extent;
+
+/* One arena as the client owns it: mapped once, registered with the worker once, carved into
+ * blocks by a first-fit allocator over a sorted list of free extents. */
+typedef struct sa__carena {
+    uint32_t id;
+    char *base;
+    size_t size;
+    size_t used;
+    sa__extent *free;
+    size_t nfree, capfree;
+} sa__carena;
+
+struct sa_block {
+    sa_client *client;
+    sa__carena *arena;
+    size_t offset;
+    size_t size;
+    atomic_uint refs;
+};
+
+/* What the client remembers about one of its slots between submit and finish. */
+typedef struct sa__cslot {
+    sa_block *in, *out; /* references held while the worker may touch the memory */
+    uint64_t generation;
+    int abandoned;      /* cancelled while running: refs go when the worker frees the slot */
+} sa__cslot;
+
+struct sa_client {
+    int sock;
+    pid_t child;              /* private worker, or -1 */
+    sa_control *ctl;          /* shared with the worker: never trusted beyond the hello checks */
+    size_t ctl_size;
+    sa_client_area *area;     /* our seat's area */
+    uint32_t seat;
+    int32_t worker_pid;       /* private copies taken at hello */
+    uint32_t threads;
+    uint32_t max_clients;
+    atomic_int dead;          /* worker gone (hang-up seen) */
+    atomic_int closed;        /* sa_client_shutdown called */
+    atomic_int forked;        /* this is a forked child's copy: touch nothing shared */
+    atomic_uint refs;         /* 1 for the owner + 1 per live block */
+    atomic_uint spin_ns;      /* adaptive client spin budget */
+    pthread_mutex_t lock;     /* arenas and the socket's request/reply */
+    sa__carena *arenas[SA__MAX_ARENAS];
+    uint32_t narenas;
+    size_t mapped;            /* bytes of all arenas */
+    sa__cslot slots[SA_SLOTS_PER_CLIENT];
+};
+
+/* client.c: drops a reference on the client; frees it (and unmaps everything) with the last. */
+void sa__client_unref(sa_client *c);
+/* client.c: marks the worker dead if the session socket hung up. Returns 1 if dead. */
+int sa__client_check_alive(sa_client *c);
+/* client_block.c: unmaps and frees every arena (client being freed). */
+void sa__arenas_free(sa_client *c);
+
+#endif /* SA_INTERNAL_H */

@@ -1,0 +1,378 @@
+/* pool.c -- the worker's thread pool: claims submitted slots, runs kernels, posts completions.
+ *
+ * Every pool thread sleeps on the control segment's counting semaphore `wake` (one post per
+ * submission). Awake, it first helps with any big job that still has chunks to hand out, then
+ * claims a SUBMITTED slot, visiting seats round robin so that no client starves another. A
+ * small request runs inline on the claiming thread; a large one is cut into chunks that every
+ * thread takes from (the claimer posts `wake` to rouse the others), and whichever thread
+ * finishes the last chunk completes the slot. After running out of work one thread at a time
+ * spins briefly for new submissions before sleeping again, which saves the wake-up latency
+ * of back-to-back small calls.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define SPLIT_MIN_BYTES (1u << 20)   /* below this a request runs on one thread */
+#define CHUNK_MIN_BYTES (256u << 10) /* chunks are at least this big */
+#define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
+
+void
+sa__arena_unref(sa__arena *a)
+{
+    if (a != NULL && atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1) {
+        munmap(a->base, a->size);
+        free(a);
+    }
+}
+
+/* Looks up arena `id` of `seat` and takes a reference on it, or returns NULL. */
+static sa__arena *
+arena_get(sa__seat *seat, uint32_t id)
+{
+    sa__arena *a = NULL;
+    if (id >= SA__MAX_ARENAS) {
+        return NULL;
+    }
+    pthread_mutex_lock(&seat->lock);
+    a = seat->arenas[id];
+    if (a != NULL) {
+        atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&seat->lock);
+    return a;
+}
+
+/* Publishes the result of `job` and hands the slot back. The slot may have been abandoned by
+ * its client (timeout, Ctrl-C, death) while running: then nobody waits for `done`, and the
+ * worker frees the slot itself, bumping the generation, so that the client's next request in
+ * that slot can never be mistaken for this one. */
+static void
+complete(sa__worker *w, sa__job *job, int status)
+{
+    sa_client_area *area = sa_control_area(w->ctl, job->seat);
+    sa_slot *slot = &area->slots[job->slot];
+    uint64_t expected = job->word;
+    uint64_t gen = sa_slot_word_gen(job->word);
+
+    sa__arena_unref(job->in_arena);
+    sa__arena_unref(job->out_arena);
+    job->in_arena = job->out_arena = NULL;
+
+    atomic_fetch_add_explicit(&w->ctl->requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&area->requests, 1, memory_order_relaxed);
+    if (status == 0) {
+        atomic_fetch_add_explicit(&w->ctl->elements, job->req.count, memory_order_relaxed);
+        atomic_fetch_add_explicit(&area->elements, job->req.count, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&w->ctl->errors, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&area->errors, 1, memory_order_relaxed);
+    }
+
+    sa__fault_point("worker-before-complete");
+    atomic_store_explicit(&slot->status, status, memory_order_relaxed);
+    /* Release: the kernel's writes to the output and the status above happen before a client
+     * that sees DONE (with an acquire load) reads them. */
+    if (atomic_compare_exchange_strong_explicit(&slot->state, &expected,
+                                                sa_slot_word(gen, SA_SLOT_DONE),
+                                                memory_order_release, memory_order_relaxed)) {
+        sem_post(&slot->done);
+        sa__fault_point("worker-after-complete");
+        return;
+    }
+    if (expected == sa_slot_word(gen, SA_SLOT_ABANDONED)) {
+        atomic_store_explicit(&slot->state, sa_slot_word(gen + 1, SA_SLOT_FREE),
+                              memory_order_release);
+        sem_post(&area->slot_free);
+    }
+    /* Anything else means the client scribbled over its own state word: its slot, its loss. */
+}
+
+/* Runs chunk `idx` of `job`; completes the job if it was the last one outstanding. */
+static void
+run_chunk(sa__worker *w, sa__job *job, size_t idx)
+{
+    size_t first = idx * job->chunk_elems;
+    size_t n = job->chunk_elems;
+    if (first + n > job->req.count) {
+        n = (size_t)job->req.count - first;
+    }
+    job->kernel(job->in_arena->base + job->req.in_offset + first * job->itemsize,
+                job->out_arena->base + job->req.out_offset + first * job->itemsize, n);
+    sa__fault_point("worker-chunk-done");
+    /* acq_rel: the thread that sees the last count also sees every other chunk's writes, and
+     * its release in complete() passes them on to the client. */
+    if (atomic_fetch_add_explicit(&job->chunks_done, 1, memory_order_acq_rel) + 1
+        == job->nchunks) {
+        complete(w, job, 0);
+    }
+}
+
+/* Takes one chunk from the oldest big job still handing them out. Returns 1 if it ran one. */
+static int
+help_big_job(sa__worker *w)
+{
+    sa__job *job;
+    size_t idx;
+
+    if (atomic_load_explicit(&w->big_count, memory_order_acquire) == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&w->big_lock);
+    job = w->big_jobs;
+    if (job == NULL) {
+        pthread_mutex_unlock(&w->big_lock);
+        return 0;
+    }
+    idx = job->next_chunk++;
+    if (job->next_chunk == job->nchunks) {
+        w->big_jobs = job->next_big;
+        atomic_fetch_sub_explicit(&w->big_count, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&w->big_lock);
+    run_chunk(w, job, idx);
+    return 1;
+}
+
+/* Prepares the job for a slot just moved to RUNNING: copies the request out of shared memory
+ * once, validates the copy, and decides how to split it. Returns 0 or the error status. */
+static int
+prepare(sa__worker *w, sa__job *job, sa_slot *slot)
+{
+    sa__seat *seat = &w->seats[job->seat];
+    sa_request *r = &job->req;
+    uint64_t nbytes;
+    int err;
+
+    /* The one and only read of the request fields; a client rewriting them from now on
+     * changes nothing the worker uses. */
+    r->op = atomic_load_explicit(&slot->op, memory_order_relaxed);
+    r->dtype = atomic_load_explicit(&slot->dtype, memory_order_relaxed);
+    r->count = atomic_load_explicit(&slot->count, memory_order_relaxed);
+    r->in_arena = atomic_load_explicit(&slot->in_arena, memory_order_relaxed);
+    r->out_arena = atomic_load_explicit(&slot->out_arena, memory_order_relaxed);
+    r->in_offset = atomic_load_explicit(&slot->in_offset, memory_order_relaxed);
+    r->out_offset = atomic_load_explicit(&slot->out_offset, memory_order_relaxed);
+
+    job->in_arena = arena_get(seat, r->in_arena);
+    job->out_arena = arena_get(seat, r->out_arena);
+    if (job->in_arena == NULL || job->out_arena == NULL) {
+        return SA_EBADARENA;
+    }
+    err = sa_request_validate(r, job->in_arena->size, job->out_arena->size, w->max_count);
+    if (err < 0) {
+        return err;
+    }
+    job->kernel = sa__kernel(r->op, r->dtype);
+    job->itemsize = sa_dtype_size(r->dtype);
+    nbytes = r->count * job->itemsize; /* validated: no overflow */
+    job->nchunks = 1;
+    job->chunk_elems = (size_t)r->count;
+    if (w->threads > 1 && nbytes >= SPLIT_MIN_BYTES) {
+        size_t max_chunks = (size_t)w->threads * 8;
+        size_t chunks = (size_t)(nbytes / CHUNK_MIN_BYTES);
+        if (chunks > max_chunks) {
+            chunks = max_chunks;
+        }
+        if (chunks < w->threads) {
+            chunks = w->threads;
+        }
+        job->chunk_elems = (size_t)((r->count + chunks - 1) / chunks);
+        job->nchunks = (size_t)((r->count + job->chunk_elems - 1) / job->chunk_elems);
+    }
+    return 0;
+}
+
+/* Tries to take one submitted slot of `seat_idx`. Returns the job or NULL. */
+static sa__job *
+claim_from_seat(sa__worker *w, uint32_t seat_idx)
+{
+    sa_client_area *area = sa_control_area(w->ctl, seat_idx);
+    uint64_t pending = atomic_load_explicit(&area->pending, memory_order_acquire);
+
+    while (pending != 0) {
+        uint32_t i = (uint32_t)__builtin_ctzll(pending);
+        uint64_t bit = UINT64_C(1) << i;
+        sa_slot *slot = &area->slots[i];
+        uint64_t word;
+
+        pending &= ~bit;
+        /* Clear the hint before looking at the state: a client that submits into this slot
+         * after our load sets the bit again after its SUBMITTED store, so either we see
+         * SUBMITTED below or the bit survives for the next scan. Both are seq_cst. */
+        atomic_fetch_and(&area->pending, ~bit);
+        word = atomic_load(&slot->state);
+        if (sa_slot_word_state(word) != SA_SLOT_SUBMITTED) {
+            continue;
+        }
+        uint64_t running = sa_slot_word(sa_slot_word_gen(word), SA_SLOT_RUNNING);
+        if (atomic_compare_exchange_strong_explicit(&slot->state, &word, running,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            sa__job *job = &w->jobs[(size_t)seat_idx * SA_SLOTS_PER_CLIENT + i];
+            job->word = running;
+            job->seat = seat_idx;
+            job->slot = i;
+            return job;
+        }
+    }
+    return NULL;
+}
+
+/* Claims the next submitted slot, visiting live seats round robin. */
+static sa__job *
+claim_next(sa__worker *w)
+{
+    uint32_t n = w->max_clients;
+    uint32_t start = atomic_fetch_add_explicit(&w->rr_cursor, 1, memory_order_relaxed) % n;
+
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t s = (start + k) % n;
+        unsigned word = atomic_load_explicit(&w->active_seats[s / 32], memory_order_acquire);
+        if ((word & (1u << (s % 32))) == 0) {
+            if (word == 0) {
+                k += 31 - (s % 32); /* skip the rest of an empty word */
+            }
+            continue;
+        }
+        sa__job *job = claim_from_seat(w, s);
+        if (job != NULL) {
+            return job;
+        }
+    }
+    return NULL;
+}
+
+/* Runs a freshly claimed job: inline when small, else offered to every thread in chunks. */
+static void
+run_job(sa__worker *w, sa__job *job)
+{
+    sa_slot *slot = &sa_control_area(w->ctl, job->seat)->slots[job->slot];
+    int err = prepare(w, job, slot);
+
+    if (err < 0) {
+        complete(w, job, err);
+        return;
+    }
+    if (job->nchunks == 1) {
+        job->kernel(job->in_arena->base + job->req.in_offset,
+                    job->out_arena->base + job->req.out_offset, (size_t)job->req.count);
+        complete(w, job, 0);
+        return;
+    }
+    job->next_chunk = 0;
+    atomic_store_explicit(&job->chunks_done, 0, memory_order_relaxed);
+    pthread_mutex_lock(&w->big_lock);
+    sa__job **tail = &w->big_jobs;
+    while (*tail != NULL) {
+        tail = &(*tail)->next_big;
+    }
+    job->next_big = NULL;
+    *tail = job;
+    atomic_fetch_add_explicit(&w->big_count, 1, memory_order_release);
+    pthread_mutex_unlock(&w->big_lock);
+    for (uint32_t t = 1; t < w->threads; t++) {
+        sem_post(&w->ctl->wake);
+    }
+    while (help_big_job(w)) {
+    }
+}
+
+/* Does all the work in sight. Returns 1 if it did any. */
+static int
+drain(sa__worker *w)
+{
+    int did = 0;
+    for (;;) {
+        if (help_big_job(w)) {
+            did = 1;
+            continue;
+        }
+        sa__job *job = claim_next(w);
+        if (job == NULL) {
+            return did;
+        }
+        run_job(w, job);
+        did = 1;
+    }
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* One thread at a time polls for new submissions for a short while before sleeping: a
+ * client issuing back-to-back small calls then never pays for a futex wake-up. */
+static void
+spin_for_work(sa__worker *w)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&w->spinner, &expected, 1)) {
+        return;
+    }
+    uint64_t until = sa__now_ns() + SPIN_NS;
+    do {
+        if (drain(w)) {
+            until = sa__now_ns() + SPIN_NS;
+        }
+        cpu_relax();
+    } while (sa__now_ns() < until && !atomic_load_explicit(&w->stop, memory_order_relaxed));
+    atomic_store(&w->spinner, 0);
+}
+
+static void *
+pool_thread(void *arg)
+{
+    sa__worker *w = arg;
+    while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        int r;
+        SA__NOINTR(r, sem_wait(&w->ctl->wake));
+        if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
+            break;
+        }
+        drain(w);
+        spin_for_work(w);
+    }
+    return NULL;
+}
+
+int
+sa__pool_start(sa__worker *w)
+{
+    w->tids = calloc(w->threads, sizeof(*w->tids));
+    if (w->tids == NULL) {
+        return -ENOMEM;
+    }
+    for (uint32_t t = 0; t < w->threads; t++) {
+        int err = pthread_create(&w->tids[t], NULL, pool_thread, w);
+        if (err != 0) {
+            w->threads = t; /* stop and join the ones that did start */
+            sa__pool_stop(w);
+            return SA__ERR(err);
+        }
+    }
+    return 0;
+}
+
+void
+sa__pool_stop(sa__worker *w)
+{
+    atomic_store_explicit(&w->stop, 1, memory_order_release);
+    for (uint32_t t = 0; t < w->threads; t++) {
+        sem_post(&w->ctl->wake);
+    }
+    for (uint32_t t = 0; t < w->threads; t++) {
+        pthread_join(w->tids[t], NULL);
+    }
+    free(w->tids);
+    w->tids = NULL;
+}

@@ -1,0 +1,105 @@
+/* shm.c -- anonymous POSIX shared memory segments: create, reserve, unlink at once, map.
+ *
+ * Segments are created under an unguessable name and unlinked as soon as the descriptor is
+ * open: descriptors travel over the session socket, so no name needs to outlive its creation
+ * and nothing can be left in /dev/shm whichever process dies.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int
+random_u64(uint64_t *out)
+{
+    size_t got = 0;
+    while (got < sizeof(*out)) {
+        ssize_t n = getrandom((char *)out + got, sizeof(*out) - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return SA__ERR(errno);
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+int
+sa__shm_create(const char *tag, size_t size)
+{
+    char name[64];
+    uint64_t rnd[2];
+    int fd = -1;
+    int err;
+
+    for (int attempt = 0; attempt < 8; attempt++) {
+        if ((err = random_u64(&rnd[0])) < 0 || (err = random_u64(&rnd[1])) < 0) {
+            return err;
+        }
+        snprintf(name, sizeof(name), "/shmaccel-%s-%016llx%016llx", tag,
+                 (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST) {
+            break;
+        }
+    }
+    if (fd < 0) {
+        return SA__ERR(errno);
+    }
+    /* Unlink before anything else can fail: from here on the segment lives exactly as long as
+     * the descriptors and mappings that refer to it. */
+    shm_unlink(name);
+    /* shm_open honours the umask, which can only remove bits; make sure no bit beyond 0600 was
+     * ever set even if this runs with an odd umask. */
+    if (fchmod(fd, 0600) < 0) {
+        err = SA__ERR(errno);
+        goto fail;
+    }
+    if (size > 0) {
+        /* posix_fallocate reserves tmpfs pages now, so a full /dev/shm is -ENOSPC here rather
+         * than a SIGBUS on first touch. It returns the error number instead of setting errno. */
+        do {
+            err = posix_fallocate(fd, 0, (off_t)size);
+        } while (err == EINTR);
+        if (err != 0) {
+            err = (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
+            goto fail;
+        }
+    }
+    return fd;
+
+fail:
+    close(fd);
+    return err;
+}
+
+int
+sa__shm_map(int fd, size_t size, void **out)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) {
+        return SA__ERR(errno);
+    }
+    *out = p;
+    return 0;
+}
+
+int
+sa__fd_size(int fd, uint64_t *out)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return SA__ERR(errno);
+    }
+    if (st.st_size < 0) {
+        return SA_EPROTO;
+    }
+    *out = (uint64_t)st.st_size;
+    return 0;
+}

@@ -1,0 +1,259 @@
+/* worker_main.c -- shmaccel-worker: the pool process. Parses options, creates the control
+ * segment, starts the pool threads and serves sessions until told to stop.
+ *
+ *   shmaccel-worker --session-fd FD [--threads N]       private pool of one client (the
+ *                                                        embedded default); exits on its EOF
+ *   shmaccel-worker --name NAME [--threads N] [--max-clients M] [--ready-fd FD]
+ *                                                        named pool listening in the per-user
+ *                                                        runtime directory until SIGTERM/SIGINT
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: shmaccel-worker (--session-fd FD | --name NAME) [--threads N]\n"
+               "                       [--max-clients M] [--max-count N] [--ready-fd FD]\n");
+}
+
+static int
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Creates, maps and initialises the control segment. */
+static int
+control_create(sa__worker *w)
+{
+    void *p;
+    int err;
+
+    w->ctl_size = sa_control_size(w->max_clients);
+    w->ctl_fd = sa__shm_create("ctl", w->ctl_size);
+    if (w->ctl_fd < 0) {
+        return w->ctl_fd;
+    }
+    if ((err = sa__shm_map(w->ctl_fd, w->ctl_size, &p)) < 0) {
+        return err;
+    }
+    w->ctl = p;
+    /* Fresh tmpfs pages are zero: every slot starts FREE with generation 0. */
+    w->ctl->magic = SA_MAGIC;
+    w->ctl->version = SA_PROTO_VERSION;
+    w->ctl->header_size = sizeof(sa_control);
+    w->ctl->area_size = sizeof(sa_client_area);
+    w->ctl->max_clients = w->max_clients;
+    w->ctl->threads = w->threads;
+    w->ctl->worker_pid = (int32_t)getpid();
+    w->ctl->start_ns = sa__now_ns();
+    w->ctl->max_count = w->max_count;
+    if (sem_init(&w->ctl->wake, 1, 0) < 0) {
+        return SA__ERR(errno);
+    }
+    return 0;
+}
+
+/* Binds the named pool's socket. A socket left by a dead pool is replaced; one that still
+ * answers belongs to a live pool and is an error (-EADDRINUSE). */
+static int
+listen_named(const char *name, char *path, size_t path_len)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char dir[256];
+    int fd = -1, err;
+
+    if ((err = sa_runtime_dir(dir, sizeof(dir), 1)) < 0) {
+        fprintf(stderr, "shmaccel-worker: runtime directory %s unusable: %s\n", dir,
+                sa_strerror(err));
+        return err;
+    }
+    if ((err = sa_pool_socket_path(name, path, path_len)) < 0) {
+        return err;
+    }
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    strcpy(addr.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return SA__ERR(errno);
+    }
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+        close(fd);
+        return -EADDRINUSE;
+    }
+    unlink(path); /* stale: nobody answers there */
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0
+        || listen(fd, 64) < 0) {
+        err = SA__ERR(errno);
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"session-fd", required_argument, NULL, 's'}, {"name", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},    {"max-clients", required_argument, NULL, 'm'},
+        {"max-count", required_argument, NULL, 'c'},  {"ready-fd", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+    };
+    sa__worker w;
+    char sock_path[300] = "";
+    const char *name = NULL;
+    uint64_t v, session_fd = UINT64_MAX, ready_fd = UINT64_MAX;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int listen_fd = -1, signal_fd = -1, err, opt, status = 1;
+    sigset_t sigs;
+
+    memset(&w, 0, sizeof(w));
+    w.threads = ncpu > 0 ? (uint32_t)ncpu : 1;
+    w.max_clients = 64;
+    w.max_count = SA__DEFAULT_MAX_COUNT;
+    w.ctl_fd = -1;
+
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            err = parse_u64(optarg, 0, INT32_MAX, &session_fd);
+            break;
+        case 'n':
+            name = optarg;
+            err = 0;
+            break;
+        case 't':
+            err = parse_u64(optarg, 1, 1024, &v);
+            w.threads = (uint32_t)v;
+            break;
+        case 'm':
+            err = parse_u64(optarg, 1, 1024, &v);
+            w.max_clients = (uint32_t)v;
+            break;
+        case 'c':
+            err = parse_u64(optarg, 1, SA__DEFAULT_MAX_COUNT, &w.max_count);
+            break;
+        case 'r':
+            err = parse_u64(optarg, 0, INT32_MAX, &ready_fd);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+        if (err < 0) {
+            fprintf(stderr, "shmaccel-worker: bad option value '%s'\n", optarg);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if ((session_fd == UINT64_MAX) == (name == NULL)) {
+        usage(stderr);
+        return 2;
+    }
+    w.private_mode = session_fd != UINT64_MAX;
+    if (w.private_mode) {
+        w.max_clients = 1;
+    }
+
+    /* Signals: SIGTERM/SIGINT arrive through a signalfd in the session thread, so they must be
+     * blocked in every thread, which inherit the mask from here. A private worker ignores
+     * SIGINT altogether: Ctrl-C is meant for its owner, who turns it into KeyboardInterrupt
+     * and keeps using the pool. A dead peer must give EPIPE, never SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    if (w.private_mode) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+    } else {
+        sigaddset(&sigs, SIGINT);
+    }
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (signal_fd < 0) {
+        perror("shmaccel-worker: signalfd");
+        goto out;
+    }
+
+    w.seats = calloc(w.max_clients, sizeof(*w.seats));
+    w.jobs = calloc((size_t)w.max_clients * SA_SLOTS_PER_CLIENT, sizeof(*w.jobs));
+    if (w.seats == NULL || w.jobs == NULL) {
+        fprintf(stderr, "shmaccel-worker: out of memory\n");
+        goto out;
+    }
+    for (uint32_t s = 0; s < w.max_clients; s++) {
+        w.seats[s].sock = -1;
+        pthread_mutex_init(&w.seats[s].lock, NULL);
+    }
+    pthread_mutex_init(&w.big_lock, NULL);
+
+    if ((err = control_create(&w)) < 0) {
+        fprintf(stderr, "shmaccel-worker: cannot create control segment: %s\n", sa_strerror(err));
+        goto out;
+    }
+    if (name != NULL) {
+        listen_fd = listen_named(name, sock_path, sizeof(sock_path));
+        if (listen_fd < 0) {
+            fprintf(stderr, "shmaccel-worker: cannot listen as pool '%s': %s\n", name,
+                    listen_fd == -EADDRINUSE ? "a live pool already has that name"
+                                             : sa_strerror(listen_fd));
+            sock_path[0] = '\0';
+            goto out;
+        }
+    }
+    if ((err = sa__pool_start(&w)) < 0) {
+        fprintf(stderr, "shmaccel-worker: cannot start threads: %s\n", sa_strerror(err));
+        goto out;
+    }
+    if (ready_fd != UINT64_MAX) {
+        dprintf((int)ready_fd, "%d\n", (int)getpid());
+        close((int)ready_fd);
+    }
+    err = sa__serve(&w, listen_fd, w.private_mode ? (int)session_fd : -1, signal_fd);
+    if (name != NULL) {
+        /* Unlink first, so that a client connecting from now on gets ENOENT rather than a
+         * connection that nobody will ever accept. */
+        unlink(sock_path);
+        sock_path[0] = '\0';
+    }
+    sa__pool_stop(&w);
+    status = err < 0 ? 1 : 0;
+
+out:
+    if (sock_path[0] != '\0' && listen_fd >= 0) {
+        unlink(sock_path);
+    }
+    if (listen_fd >= 0) {
+        close(listen_fd);
+    }
+    /* The control segment was unlinked at creation; the mapping and descriptor go with the
+     * process. Client sessions still open see hang-up when the process exits. */
+    return status;
+}
