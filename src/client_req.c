@@ -267,6 +267,11 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
         if (is_done(c, t)) {
             return finish(c, t);
         }
+        if (err == SA_EWORKERDIED || err == SA_ECLOSED) {
+            /* The ticket is consumed. A dead or closed client allocates no new block, so its
+             * memory cannot be handed to anyone else even if a job still writes it. */
+            release_refs(&c->slots[t->slot]);
+        }
         return err;
     }
 }

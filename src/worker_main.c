@@ -253,7 +253,27 @@ out:
     if (listen_fd >= 0) {
         close(listen_fd);
     }
-    /* The control segment was unlinked at creation; the mapping and descriptor go with the
-     * process. Client sessions still open see hang-up when the process exits. */
+    /* The pool threads are joined: nothing uses the seats any more. Client sessions still
+     * open see hang-up when their sockets close here. */
+    for (uint32_t s = 0; w.seats != NULL && s < w.max_clients; s++) {
+        if (w.seats[s].sock >= 0) {
+            close(w.seats[s].sock);
+        }
+        for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
+            sa__arena_unref(w.seats[s].arenas[id]);
+        }
+        pthread_mutex_destroy(&w.seats[s].lock);
+    }
+    free(w.seats);
+    free(w.jobs);
+    if (w.ctl != NULL) {
+        munmap(w.ctl, w.ctl_size);
+    }
+    if (w.ctl_fd >= 0) {
+        close(w.ctl_fd);
+    }
+    if (signal_fd >= 0) {
+        close(signal_fd);
+    }
     return status;
 }

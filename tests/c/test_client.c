@@ -278,6 +278,8 @@ worker_death_is_reported_not_hung(void)
     CHECK(r == SA_EWORKERDIED || r == 0); /* 0 if it finished before the kill */
     CHECK(sa__now_ns() - start < 1500000000u);
     CHECK(sa_client_dead(c));
+    /* The consumed ticket gave back its references: ours is the only one left. */
+    CHECK_EQ(atomic_load(&b->refs), 1);
     sa_block_unref(b);
     sa_client_close(c);
     CHECK(process_gone(info.worker_pid));

@@ -24,10 +24,12 @@ wrap_unsigned(__int128 v, int bits)
     return (uint64_t)((unsigned __int128)v & (m - 1));
 }
 
+/* Exact modulo 2^128, which is all the wrap to <= 64 bits needs. */
 static __int128
 apply(uint32_t op, __int128 x)
 {
-    return op == SA_OP_DOUBLE ? x * 2 : x * x;
+    unsigned __int128 u = (unsigned __int128)x;
+    return (__int128)(op == SA_OP_DOUBLE ? u * 2 : u * u);
 }
 
 static uint64_t
