@@ -29,6 +29,9 @@ cpu_relax(void)
 static int
 sem_wait_until(sa_client *c, sem_t *sem, uint64_t deadline_ns)
 {
+    /* The hang-up check is a poll() syscall: do it only once a slice has passed without a
+     * post, not before every wait. A dead worker is still noticed within one slice. */
+    int check_socket = 0;
     for (;;) {
         uint64_t now = sa__now_ns();
         uint64_t until = deadline_ns;
@@ -37,9 +40,11 @@ sem_wait_until(sa_client *c, sem_t *sem, uint64_t deadline_ns)
         if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
             return SA_ECLOSED;
         }
-        if (sa__client_check_alive(c)) {
+        if (check_socket ? sa__client_check_alive(c)
+                         : atomic_load_explicit(&c->dead, memory_order_relaxed)) {
             return SA_EWORKERDIED;
         }
+        check_socket = 1;
         if (now >= deadline_ns) {
             return -ETIMEDOUT;
         }

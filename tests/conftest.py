@@ -44,7 +44,7 @@ if not SESSION_TAG.startswith(f"{os.getpid()}-"):
 # The default pool must be a private worker of this process: tests kill and stop it.
 os.environ.pop("SHMACCEL_POOL", None)
 
-import shmaccel  # noqa: E402  (needs the sys.path entry above)
+import shmaccel
 
 WORKER_PROGRAM = "shmaccel-worker"
 DEV_SHM = Path("/dev/shm")
@@ -62,14 +62,6 @@ def worker_path():
 
 def unique_name(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def have_numpy():
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,26 +176,77 @@ def special_values(dt):
     if dt.kind == "f":
         if dt.name == "float64":
             values = [
-                0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 123456.789, -98765.4321,
-                1.7976931348623157e308, -1.7976931348623157e308, 1e308, 8.98846567431158e307,
-                1.3407807929942596e154, 1.3407807929942597e154, -1e155, 1e154,
-                2.2250738585072014e-308, 5e-324, -5e-324, 1e-160, 1.5e-162,
-                math.inf, -math.inf, math.nan,
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                0.5,
+                -2.5,
+                3.0,
+                123456.789,
+                -98765.4321,
+                1.7976931348623157e308,
+                -1.7976931348623157e308,
+                1e308,
+                8.98846567431158e307,
+                1.3407807929942596e154,
+                1.3407807929942597e154,
+                -1e155,
+                1e154,
+                2.2250738585072014e-308,
+                5e-324,
+                -5e-324,
+                1e-160,
+                1.5e-162,
+                math.inf,
+                -math.inf,
+                math.nan,
             ]
         else:
             values = [
-                0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 1234.5678, -9876.54,
-                3.4028234663852886e38, -3.4028234663852886e38, 1.7014117331926443e38,
-                1.8446742974197924e19, 1.8446744073709552e19, -2e19, 1e19,
-                1.1754943508222875e-38, 1.401298464324817e-45, -1.401298464324817e-45, 1e-20,
-                math.inf, -math.inf, math.nan,
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                0.5,
+                -2.5,
+                3.0,
+                1234.5678,
+                -9876.54,
+                3.4028234663852886e38,
+                -3.4028234663852886e38,
+                1.7014117331926443e38,
+                1.8446742974197924e19,
+                1.8446744073709552e19,
+                -2e19,
+                1e19,
+                1.1754943508222875e-38,
+                1.401298464324817e-45,
+                -1.401298464324817e-45,
+                1e-20,
+                math.inf,
+                -math.inf,
+                math.nan,
             ]
         return [v if dt.name == "float64" else to_float32(v) for v in values]
     lo, hi = dt.min, dt.max
     root = math.isqrt(hi)
     candidates = [
-        lo, hi, lo + 1, hi - 1, 0, 1, 2, 3, hi // 2, hi // 2 + 1,
-        root - 1, root, root + 1, 0x55 % (hi + 1), (hi + 1) // 3,
+        lo,
+        hi,
+        lo + 1,
+        hi - 1,
+        0,
+        1,
+        2,
+        3,
+        hi // 2,
+        hi // 2 + 1,
+        root - 1,
+        root,
+        root + 1,
+        0x55 % (hi + 1),
+        (hi + 1) // 3,
     ]
     if dt.kind == "i":
         candidates += [-1, -2, -3, lo // 2, lo // 2 - 1, -root, -root - 1, -(root + 1)]
@@ -221,8 +264,10 @@ def random_value(dt, rng):
             value = rng.uniform(-1000.0, 1000.0)
         elif pick < 0.8:
             exponent_limit = 300 if dt.name == "float64" else 38
-            value = rng.choice((-1.0, 1.0)) * rng.random() * 10.0 ** rng.randint(
-                -exponent_limit, exponent_limit
+            value = (
+                rng.choice((-1.0, 1.0))
+                * rng.random()
+                * 10.0 ** rng.randint(-exponent_limit, exponent_limit)
             )
         else:
             value = float(rng.randint(-(10**6), 10**6))
@@ -278,7 +323,9 @@ def same_element(actual, expected, dt):
         return actual == expected
     if math.isnan(expected):
         return math.isnan(actual)
-    return actual == expected and math.copysign(1.0, actual) == math.copysign(1.0, expected)
+    return actual == expected and math.copysign(1.0, actual) == math.copysign(
+        1.0, expected
+    )
 
 
 def buffer_bytes(obj):
@@ -297,7 +344,9 @@ def assert_matches(result, expected, dt, data=None):
     )
     actual = array.array(dt.typecode)
     actual.frombytes(got)
-    wrong = [i for i in range(len(expected)) if not same_element(actual[i], expected[i], dt)]
+    wrong = [
+        i for i in range(len(expected)) if not same_element(actual[i], expected[i], dt)
+    ]
     if not wrong:
         return  # only NaN payloads differ
     shown = []
@@ -441,18 +490,51 @@ def kill_worker(pid):
             time.sleep(0.01)
 
 
-@contextlib.contextmanager
-def stopped(pid):
-    """SIGSTOPs pid for the duration of the block, and always SIGCONTs it again."""
-    os.kill(pid, signal.SIGSTOP)
+def all_threads_stopped(pid):
+    """True once every thread of pid is in group stop. kill(SIGSTOP) returning is not enough:
+    only one thread is woken to start the group stop, and until it runs, a thread spinning on
+    another CPU can still pick up work."""
     try:
-        assert wait_until(lambda: (read_proc(pid) or Proc(pid, 0, "?", "")).state == "T", 2.0), (
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_bytes()
+        except OSError:
+            continue  # the thread has just exited
+        if stat[stat.rfind(b")") + 2 :].split()[0] != b"T":
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def stopped(pid, limit=15.0):
+    """SIGSTOPs pid for the duration of the block, and always SIGCONTs it again. A watchdog
+    process resumes it after limit seconds in any case, so a call that (wrongly) blocks the
+    test until the worker resumes makes the test fail instead of hanging forever."""
+    watchdog = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import os, signal, time\ntime.sleep({limit})\n"
+                f"try:\n    os.kill({pid}, signal.SIGCONT)\nexcept OSError:\n    pass\n"
+            ),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        assert wait_until(lambda: all_threads_stopped(pid), 2.0), (
             f"process {pid} did not stop"
         )
         yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+        watchdog.kill()
+        watchdog.wait()
 
 
 def live_default_worker_pid():
@@ -460,7 +542,7 @@ def live_default_worker_pid():
     a new worker to account for (then the default pool has most likely started it)."""
     try:
         return shmaccel.default_pool().worker_pid
-    except Exception:
+    except (shmaccel.Error, OSError):
         return None
 
 
@@ -695,7 +777,9 @@ def no_leftover_shm_or_workers():
     if leftovers:
         problems.append(
             "worker processes left behind: "
-            + ", ".join(f"pid {p.pid} state {p.state} ppid {p.ppid}" for p in leftovers.values())
+            + ", ".join(
+                f"pid {p.pid} state {p.state} ppid {p.ppid}" for p in leftovers.values()
+            )
         )
         for pid in leftovers:
             kill_worker(pid)
@@ -735,15 +819,13 @@ def children():
     kids.cleanup()
 
 
-@pytest.fixture
-def named_pool(tmp_path):
-    """A worker started directly as a named pool; terminated (killed if need be) at teardown."""
+def start_named_worker(name, log_path):
+    """Starts the worker binary as the pool called name and waits (up to 5 s) until
+    shmaccel.Pool(name) connects. On failure the worker is stopped and the test fails."""
     exe = worker_path()
     if not os.access(exe, os.X_OK):
         pytest.skip(f"worker binary not found at {exe} (set SHMACCEL_WORKER)")
-    name = unique_name("shmaccel-test")
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [str(exe), "--name", name],
             stdin=subprocess.DEVNULL,
@@ -752,28 +834,61 @@ def named_pool(tmp_path):
             env=child_env(),
         )
     named = NamedPool(name, proc, log_path)
+    deadline = time.monotonic() + 5.0
+    last_error = None
     try:
-        deadline = time.monotonic() + 5.0
-        last_error = None
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"named worker exited with {proc.returncode}: {named.log()}")
+                pytest.fail(
+                    f"named worker exited with {proc.returncode}: {named.log()}"
+                )
             try:
                 probe = shmaccel.Pool(name)
             except (shmaccel.Error, OSError) as exc:
                 last_error = exc
             else:
                 probe.close()
-                break
+                return named
             if time.monotonic() >= deadline:
                 pytest.fail(
                     f"Pool({name!r}) did not connect within 5 s: {last_error!r}; "
                     f"worker log: {named.log()}"
                 )
             time.sleep(0.05)
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
+def runtime_dir():
+    """Where named pools keep their sockets (see sa_runtime_dir in include/shmaccel.h)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(base) / "shmaccel" if base else Path(f"/tmp/shmaccel-{os.getuid()}")
+
+
+def runtime_entries(name):
+    """Entries of the runtime directory that belong to the pool called name."""
+    try:
+        return sorted(
+            entry.name for entry in runtime_dir().iterdir() if name in entry.name
+        )
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture
+def named_pool(tmp_path):
+    """A worker started directly as a named pool; terminated (killed if need be) at teardown,
+    and any socket it left removed."""
+    name = unique_name("shmaccel-test")
+    named = start_named_worker(name, tmp_path / "worker.log")
+    try:
         yield named
     finally:
-        stop_process(proc)
+        stop_process(named.proc)
+        for entry in runtime_entries(name):
+            with contextlib.suppress(OSError):
+                (runtime_dir() / entry).unlink()
 
 
 @pytest.fixture
@@ -781,20 +896,21 @@ def np():
     return pytest.importorskip("numpy")
 
 
-def long_call_array(pool, min_seconds, max_elements=2 * 10**8):
-    """A float64 SharedArray of the pool for which pool.square(a, out=a) takes at least
-    min_seconds (measured after a warm-up call), doubling from 2**23 elements; stops growing at
-    max_elements or a quarter of the free /dev/shm. Returns (array, seconds of one call)."""
+def busy_array(pool, min_call_seconds=0.015, max_bytes=1 << 30):
+    """A float64 SharedArray of the pool on which pool.square(a, out=a) takes at least
+    min_call_seconds once warm (as far as max_bytes and a quarter of the free /dev/shm allow),
+    and the measured time of one such call. Kernels run at memory speed, so one call is short;
+    tests loop over such calls to keep the worker computing."""
     stats = os.statvfs(DEV_SHM)
-    max_elements = min(max_elements, stats.f_bavail * stats.f_frsize // 4 // 8)
-    n = 1 << 23
+    max_elements = min(max_bytes, stats.f_bavail * stats.f_frsize // 4) // 8
+    n = min(1 << 22, max_elements)
     while True:
-        data = shmaccel.zeros(n, "float64", pool=pool)
-        pool.square(data, out=data)  # first touch of every page in the worker
+        data = shmaccel.empty(n, "float64", pool=pool)
+        pool.square(data, out=data)  # first touch of the pages in the worker
         started = time.perf_counter()
         pool.square(data, out=data)
         seconds = time.perf_counter() - started
-        if seconds >= min_seconds or n * 2 > max_elements:
+        if seconds >= min_call_seconds or n * 4 > max_elements:
             return data, seconds
         del data
-        n *= 2
+        n *= 4

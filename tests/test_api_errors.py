@@ -6,12 +6,14 @@ import re
 
 import pytest
 import shmaccel
+
 from conftest import DTYPE_BY_NAME, DTYPES, OPS, assert_matches, make_case
 
 
 def names_format(message, *names):
     return any(
-        re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", message) for name in names
+        re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", message)
+        for name in names
     )
 
 
@@ -70,10 +72,18 @@ def test_memoryview_input_keeps_its_format_and_gives_shared_array():
 
 
 def test_fixed_width_results_wrap_like_twos_complement():
-    assert shmaccel.square(array.array("b", [100, -128, 11]))[:] == array.array("b", [16, 0, 121])
+    assert shmaccel.square(array.array("b", [100, -128, 11]))[:] == array.array(
+        "b", [16, 0, 121]
+    )
     assert shmaccel.double(array.array("B", [200, 128, 127])).tolist() == [144, 0, 254]
-    assert shmaccel.double(array.array("q", [2**62, -(2**63)])).tolist() == [-(2**63), 0]
-    assert shmaccel.square(array.array("Q", [2**32, 2**32 + 1])).tolist() == [0, 2**33 + 1]
+    assert shmaccel.double(array.array("q", [2**62, -(2**63)])).tolist() == [
+        -(2**63),
+        0,
+    ]
+    assert shmaccel.square(array.array("Q", [2**32, 2**32 + 1])).tolist() == [
+        0,
+        2**33 + 1,
+    ]
 
 
 @pytest.mark.parametrize("typecode", ["u"])
@@ -103,7 +113,11 @@ def test_object_that_is_neither_sequence_nor_buffer_raises_type_error(bad):
 @pytest.mark.parametrize("op", OPS)
 def test_out_of_wrong_length_raises_value_error(op):
     data = array.array("d", [1.0, 2.0, 3.0])
-    for out in (array.array("d", [0.0, 0.0]), array.array("d", [0.0] * 4), shmaccel.zeros(2)):
+    for out in (
+        array.array("d", [0.0, 0.0]),
+        array.array("d", [0.0] * 4),
+        shmaccel.zeros(2),
+    ):
         with pytest.raises(ValueError):
             getattr(shmaccel, op)(data, out=out)
 

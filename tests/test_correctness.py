@@ -5,6 +5,7 @@ import array
 
 import pytest
 import shmaccel
+
 from conftest import (
     DTYPE_BY_NAME,
     DTYPE_NAMES,
@@ -65,7 +66,9 @@ def assert_container_type(result, container, dt, n):
 @pytest.mark.parametrize("container", CONTAINERS)
 def test_kernel_matches_python_reference(container, dtype, op, mode, size):
     dt = DTYPE_BY_NAME[dtype]
-    data_values, expected = make_case(dt, op, size, seed=(container, dtype, op, mode, size))
+    data_values, expected = make_case(
+        dt, op, size, seed=(container, dtype, op, mode, size)
+    )
     data = build(container, data_values, dt)
     original = buffer_bytes(data)
     kernel = getattr(shmaccel, op)
@@ -105,8 +108,12 @@ def test_pool_methods_match_python_reference(pool, dtype, op):
     kernel = getattr(pool, op)
 
     assert_matches(kernel(shared), expected, dt, data_values)
-    assert_matches(kernel(array.array(dt.typecode, data_values)), expected, dt, data_values)
-    assert_matches(pool.submit(op, shared).result(timeout=60), expected, dt, data_values)
+    assert_matches(
+        kernel(array.array(dt.typecode, data_values)), expected, dt, data_values
+    )
+    assert_matches(
+        pool.submit(op, shared).result(timeout=60), expected, dt, data_values
+    )
     assert kernel(shared, out=shared) is shared
     assert_matches(shared, expected, dt, data_values)
 

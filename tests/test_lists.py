@@ -7,6 +7,7 @@ import re
 
 import pytest
 import shmaccel
+
 from conftest import INT64, OPS, reference_list
 
 INT64_MIN, INT64_MAX = INT64.min, INT64.max
@@ -21,7 +22,13 @@ def kernel(op):
 def test_int_list_gives_int_list_equal_to_python_arithmetic(op):
     rng = random.Random(f"ints-{op}")
     bound = 2**62 - 1 if op == "double" else SQUARE_LIMIT
-    values = [rng.randint(-bound, bound) for _ in range(5000)] + [0, 1, -1, bound, -bound]
+    values = [rng.randint(-bound, bound) for _ in range(5000)] + [
+        0,
+        1,
+        -1,
+        bound,
+        -bound,
+    ]
     result = kernel(op)(values)
     assert type(result) is list
     assert all(type(v) is int for v in result)
@@ -105,7 +112,9 @@ def test_float_list_gives_float64_results(op):
     assert all(type(v) is float for v in result)
     expected = reference_list(op, values)
     assert result == expected
-    assert [math.copysign(1.0, v) for v in result] == [math.copysign(1.0, v) for v in expected]
+    assert [math.copysign(1.0, v) for v in result] == [
+        math.copysign(1.0, v) for v in expected
+    ]
 
 
 def test_float_overflow_gives_infinity_not_an_error():
@@ -175,7 +184,9 @@ def index_named(message, index):
         ("square", [0.5, {}], 1, "dict"),
     ],
 )
-def test_non_number_element_raises_type_error_naming_index_and_type(op, values, index, type_name):
+def test_non_number_element_raises_type_error_naming_index_and_type(
+    op, values, index, type_name
+):
     with pytest.raises(TypeError) as excinfo:
         kernel(op)(values)
     message = str(excinfo.value)

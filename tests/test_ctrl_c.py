@@ -1,0 +1,71 @@
+"""Ctrl-C: SIGINT to a process blocked in a call raises KeyboardInterrupt promptly, and the pool
+works again once its worker runs."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import stopped, wait_until, worker_alive
+
+INTERRUPTED_CLIENT = """
+import array, signal, sys, shmaccel
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if SIGINT was ignored for us
+if sys.argv[1] == "private":
+    pool = shmaccel.Pool(threads=1)
+    square, double, pid = pool.square, pool.double, pool.worker_pid
+    data = shmaccel.array(array.array("d", [1.5, -2.0, 3.0] * 1000), pool=pool)
+    out = shmaccel.zeros(3000, "float64", pool=pool)
+else:
+    shmaccel.double([1])
+    square, double = shmaccel.square, shmaccel.double
+    pid = shmaccel.default_pool().worker_pid
+    data = shmaccel.array(array.array("d", [1.5, -2.0, 3.0] * 1000))
+    out = shmaccel.zeros(3000, "float64")
+expected = [v * v for v in data.tolist()]
+print("WORKER", pid, flush=True)
+sys.stdin.readline()  # the parent has stopped the worker
+print("CALLING", flush=True)
+try:
+    square(data, out=out)
+except KeyboardInterrupt:
+    print("KI", flush=True)
+else:
+    print("RETURNED", flush=True)
+    sys.exit(3)
+sys.stdin.readline()  # the parent has resumed the worker
+assert double([1, 2, 3]) == [2, 4, 6]
+assert square(data).tolist() == expected
+fresh = shmaccel.zeros(3000, "float64") if sys.argv[1] != "private" else shmaccel.zeros(3000, "float64", pool=pool)
+assert square(data, out=fresh).tolist() == expected
+print("OK", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["private", "default"])
+def test_sigint_interrupts_a_blocked_call_with_keyboard_interrupt(children, mode):
+    child = children.python(INTERRUPTED_CLIENT, mode, stdin=True)
+    worker_pid = int(child.expect("WORKER", timeout=30).split()[1])
+    children.adopt_worker(worker_pid)
+    with stopped(worker_pid):
+        child.send("stopped\n")
+        child.expect("CALLING", timeout=10)
+        time.sleep(0.3)  # well inside the blocked call
+        assert child.proc.poll() is None, child.transcript()
+
+        sent_at = time.monotonic()
+        os.kill(child.pid, signal.SIGINT)
+        line = child.readline(timeout=5)
+        took = time.monotonic() - sent_at
+        assert line == "KI", f"expected KI, got {line!r}; output:\n{child.transcript()}"
+        assert took < 2.0, f"KeyboardInterrupt came {took:.2f} s after SIGINT"
+    # The worker runs again: the interrupted process must be able to go on using it.
+    child.send("resumed\n")
+    child.expect("OK", timeout=30)
+    rc = child.finish(timeout=30)
+    assert rc == 0, f"child exited with {rc}; output:\n{child.transcript()}"
+    # The child is gone, so its worker must leave too.
+    assert wait_until(lambda: not worker_alive(worker_pid), 5.0), (
+        f"worker {worker_pid} outlived its client"
+    )
