@@ -165,7 +165,12 @@ typedef struct sa_client_area {
     /* Bit i set by the client after slot i became SUBMITTED; cleared by the worker when it
      * takes the slot. Only a hint that saves scanning: the state word decides. */
     _Atomic uint64_t pending;
-    uint8_t reserved[128 - 40 - sizeof(sem_t)];
+    /* 1 while a pool thread is spinning for new work and will see a submission without a
+     * post to `wake`; the client then skips the post (and its futex wake-up). Written by the
+     * worker, per seat, so that a client corrupting it can only delay its own requests. */
+    _Atomic uint32_t worker_spinning;
+    uint32_t reserved0;
+    uint8_t reserved[128 - 48 - sizeof(sem_t)];
     sa_slot slots[SA_SLOTS_PER_CLIENT];
 } sa_client_area;
 
@@ -193,6 +198,7 @@ _Static_assert(sizeof(sa_slot) == 128, "sa_slot is a wire format");
 _Static_assert(offsetof(sa_slot, done) == 56, "sa_slot layout");
 _Static_assert(sizeof(sa_client_area) == 128 + 128 * SA_SLOTS_PER_CLIENT, "sa_client_area layout");
 _Static_assert(offsetof(sa_client_area, pending) == 64, "sa_client_area layout");
+_Static_assert(offsetof(sa_client_area, worker_spinning) == 72, "sa_client_area layout");
 _Static_assert(sizeof(sa_control) == 256, "sa_control is a wire format");
 _Static_assert(offsetof(sa_control, wake) == 80, "sa_control layout");
 

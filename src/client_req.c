@@ -182,7 +182,11 @@ sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *i
      * store also releases the fields above and the input data written before the call. */
     atomic_store(&slot->state, sa_slot_word(cs->generation, SA_SLOT_SUBMITTED));
     atomic_fetch_or(&c->area->pending, UINT64_C(1) << i);
-    sem_post(&c->ctl->wake);
+    /* Dekker with pool.c spin_for_work: the spinner clears worker_spinning, then scans
+     * `pending` once more (all seq_cst). Either it sees our bit, or we see 0 here and post. */
+    if (!atomic_load(&c->area->worker_spinning)) {
+        sem_post(&c->ctl->wake);
+    }
     sa__fault_point("client-worker-woken");
 
     ticket->slot = (uint32_t)i;

@@ -19,6 +19,7 @@
 #define SPLIT_MIN_BYTES (1u << 20)   /* below this a request runs on one thread */
 #define CHUNK_MIN_BYTES (256u << 10) /* chunks are at least this big */
 #define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
+#define IDLE_RESCAN_NS 100000000     /* an idle thread looks for work at least this often */
 
 void
 sa__arena_unref(sa__arena *a)
@@ -191,7 +192,8 @@ static sa__job *
 claim_from_seat(sa__worker *w, uint32_t seat_idx)
 {
     sa_client_area *area = sa_control_area(w->ctl, seat_idx);
-    uint64_t pending = atomic_load_explicit(&area->pending, memory_order_acquire);
+    /* seq_cst: the re-scan at the end of spin_for_work relies on it (Dekker). */
+    uint64_t pending = atomic_load(&area->pending);
 
     while (pending != 0) {
         uint32_t i = (uint32_t)__builtin_ctzll(pending);
@@ -310,8 +312,59 @@ cpu_relax(void)
 #endif
 }
 
-/* One thread at a time polls for new submissions for a short while before sleeping: a
- * client issuing back-to-back small calls then never pays for a futex wake-up. */
+/* Tells every live seat whether a thread is spinning (see sa_client_area.worker_spinning). */
+static void
+announce_spinning(sa__worker *w, uint32_t on)
+{
+    for (uint32_t s = 0; s < w->max_clients; s++) {
+        unsigned word = atomic_load_explicit(&w->active_seats[s / 32], memory_order_relaxed);
+        if (word & (1u << (s % 32))) {
+            atomic_store(&sa_control_area(w->ctl, s)->worker_spinning, on);
+        }
+    }
+}
+
+/* Whether any live seat has a submission waiting (seq_cst loads, see spin_step). */
+static int
+any_pending(sa__worker *w)
+{
+    for (uint32_t s = 0; s < w->max_clients; s++) {
+        unsigned word = atomic_load_explicit(&w->active_seats[s / 32], memory_order_relaxed);
+        if ((word & (1u << (s % 32))) && atomic_load(&sa_control_area(w->ctl, s)->pending)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One round of the spinner. Returns 1 if it did any work. A spinner that takes a request
+ * stops announcing itself first: clients post to `wake` again, so requests arriving while
+ * it computes go to the other (sleeping) threads instead of queueing behind it. Requests
+ * submitted before the announcement was withdrawn were not posted for: if any is waiting,
+ * post once for them (the withdrawal and the check are seq_cst, as in the client). */
+static int
+spin_step(sa__worker *w)
+{
+    if (help_big_job(w)) {
+        return 1;
+    }
+    sa__job *job = claim_next(w);
+    if (job == NULL) {
+        return 0;
+    }
+    announce_spinning(w, 0);
+    if (any_pending(w)) {
+        sem_post(&w->ctl->wake);
+    }
+    run_job(w, job);
+    drain(w);
+    announce_spinning(w, 1);
+    return 1;
+}
+
+/* One thread at a time polls for new submissions for a short while before sleeping. While it
+ * does, clients skip their post to `wake`: a client issuing back-to-back small calls then
+ * never pays for a futex wake-up, and no sleeping pool thread is woken for nothing. */
 static void
 spin_for_work(sa__worker *w)
 {
@@ -319,13 +372,18 @@ spin_for_work(sa__worker *w)
     if (!atomic_compare_exchange_strong(&w->spinner, &expected, 1)) {
         return;
     }
+    announce_spinning(w, 1);
     uint64_t until = sa__now_ns() + SPIN_NS;
     do {
-        if (drain(w)) {
+        if (spin_step(w)) {
             until = sa__now_ns() + SPIN_NS;
         }
         cpu_relax();
     } while (sa__now_ns() < until && !atomic_load_explicit(&w->stop, memory_order_relaxed));
+    /* Clear the flag, then look once more: a client that saw the flag set did not post, and
+     * its submission is visible to this scan (seq_cst on both sides). */
+    announce_spinning(w, 0);
+    drain(w);
     atomic_store(&w->spinner, 0);
 }
 
@@ -334,13 +392,17 @@ pool_thread(void *arg)
 {
     sa__worker *w = arg;
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        /* A bounded sleep: wake-ups are posts, but should one ever be missing (a client
+         * scribbling on its seat's flags), a request waits at most this long, never forever. */
+        struct timespec ts = sa__deadline_in(IDLE_RESCAN_NS);
         int r;
-        SA__NOINTR(r, sem_wait(&w->ctl->wake));
+        SA__NOINTR(r, sem_clockwait(&w->ctl->wake, CLOCK_MONOTONIC, &ts));
         if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
             break;
         }
-        drain(w);
-        spin_for_work(w);
+        if (drain(w) || r == 0) {
+            spin_for_work(w);
+        }
     }
     return NULL;
 }

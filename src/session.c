@@ -84,6 +84,7 @@ attach(sa__worker *w, int sock)
         sem_init(&area->slots[i].done, 1, 0);
     }
     atomic_store(&area->pending, 0);
+    atomic_store(&area->worker_spinning, 0);
     atomic_store(&area->requests, 0);
     atomic_store(&area->elements, 0);
     atomic_store(&area->errors, 0);

@@ -1,0 +1,410 @@
+/* limit.c -- the machine's limit for shmaccel's `square` of float64, in plain C on every core.
+ *
+ * One pthread per online CPU (or --threads), each pinned to its own CPU while there are enough
+ * (left to the scheduler, two threads sometimes end up sharing one), works on its share of
+ * 10^7 (or N) float64 in
+ * pre-touched MAP_SHARED anonymous memory (shared memory like an arena, with no name to leave
+ * behind): square in place, square out of place, and memcpy, the memory system's own ceiling
+ * for one read plus one write. Throughput counts bytes read plus bytes written, 16 per element
+ * for all three, as bench.py counts shmaccel's and numpy's. The kernels are the plain loops of
+ * src/kernels.c and are meant to be built as it is (-O3, no -march): the limit of the code
+ * shmaccel runs, not of hand-tuned code. Prints one JSON object, {"median", "min", "max"} of
+ * seconds and GB/s over --repeats timed runs after a warm-up. Errors go to stderr, exit 1.
+ *
+ *   limit [N] [--repeats R] [--threads T]      defaults: N = 10^7 elements, 7 repeats
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_COUNT 10000000L
+#define DEFAULT_REPEATS 7
+#define MAX_REPEATS 1000
+#define MAX_THREADS 1024
+/* 8 read + 8 written, for all three tasks. (An out-of-place store also costs the hardware a
+ * read for ownership of the destination line, which is why square_out trails in place.) */
+#define BYTES_PER_ELEM 16.0
+#define SPINS_BEFORE_YIELD 4096 /* barrier polls before giving the CPU away between polls */
+
+typedef enum task { TASK_SQUARE_INPLACE, TASK_SQUARE_OUT, TASK_MEMCPY, TASK_COUNT } task;
+
+static const char *const task_names[TASK_COUNT] = {"square_inplace", "square_out", "memcpy"};
+
+/* A spinning barrier. The threads are ours and one per CPU, so they may as well poll: a
+ * sleeping barrier would put a futex wake-up (tens of microseconds under a hypervisor) inside
+ * every timed run, and the limit is meant to be the kernel's, not the hand-off's. Past
+ * SPINS_BEFORE_YIELD polls a waiter yields between polls, in case there are more threads
+ * than CPUs. */
+typedef struct spin_barrier {
+    _Atomic unsigned arrived;
+    _Atomic unsigned phase;
+    unsigned parties;
+} spin_barrier;
+
+typedef struct bench {
+    double *a;
+    double *b;
+    size_t count;
+    unsigned threads;
+    spin_barrier start;
+    spin_barrier finish;
+    task current; /* written by the main thread before `start`, read by all after it */
+    int quit;     /* likewise: set instead of a task to end the helpers */
+} bench;
+
+typedef struct helper {
+    bench *bench;
+    unsigned index;
+    int cpu; /* the CPU to pin this thread to, or -1 */
+} helper;
+
+typedef struct stats {
+    double median;
+    double min;
+    double max;
+} stats;
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Returns once all `parties` threads have called it. The last to arrive resets the count and
+ * then opens the barrier by bumping the phase with a release store; the waiters' acquire loads
+ * of the phase pair with it, so everything written before the barrier by any thread (the task,
+ * the results) is visible to every thread after it. */
+static void
+spin_barrier_wait(spin_barrier *b)
+{
+    unsigned phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) + 1 == b->parties) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, phase + 1, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase;
+         spins++) {
+        if (spins < SPINS_BEFORE_YIELD) {
+            cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The kernels, kept out of line so that each is compiled (and vectorized) once, as in
+ * src/kernels.c, rather than specialised for the call site. */
+__attribute__((noinline)) static void
+square_inplace(double *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        a[i] = a[i] * a[i];
+    }
+}
+
+__attribute__((noinline)) static void
+square_out(const double *in, double *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i] = in[i] * in[i];
+    }
+}
+
+/* Thread `index` of `threads` owns elements [*first, *first + *n): contiguous shares that
+ * differ by at most one element. */
+static void
+share_of(size_t count, unsigned threads, unsigned index, size_t *first, size_t *n)
+{
+    size_t base = count / threads, extra = count % threads;
+    *first = index * base + (index < extra ? index : extra);
+    *n = base + (index < extra ? 1 : 0);
+}
+
+static void
+run_share(bench *b, task t, unsigned index)
+{
+    size_t first, n;
+    share_of(b->count, b->threads, index, &first, &n);
+    switch (t) {
+    case TASK_SQUARE_INPLACE:
+        square_inplace(b->a + first, n);
+        break;
+    case TASK_SQUARE_OUT:
+        square_out(b->a + first, b->b + first, n);
+        break;
+    case TASK_MEMCPY:
+        memcpy(b->b + first, b->a + first, n * sizeof(double));
+        break;
+    default:
+        break;
+    }
+}
+
+/* Each thread touches its own share first, so that on a NUMA machine its pages are local. */
+static void
+touch_share(bench *b, unsigned index)
+{
+    size_t first, n;
+    share_of(b->count, b->threads, index, &first, &n);
+    /* 1.0 squares to itself: repeated in-place runs never reach subnormals (slow on many
+     * CPUs) or infinities, so every run does the same work on the same values. */
+    for (size_t i = first; i < first + n; i++) {
+        b->a[i] = 1.0;
+        b->b[i] = 0.0;
+    }
+}
+
+/* Pins the calling thread to `cpu` (-1: leaves it alone). Returns 0 or -errno. */
+static int
+pin_thread(int cpu)
+{
+    cpu_set_t set;
+    if (cpu < 0) {
+        return 0;
+    }
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Fills cpus[0..n) with the CPUs this process may run on, one per thread, when there are at
+ * least n of them; otherwise with -1 (no pinning). Returns 1 if pinned, else 0. */
+static int
+choose_cpus(int *cpus, unsigned n)
+{
+    cpu_set_t allowed;
+    unsigned found = 0;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE && found < n; cpu++) {
+            if (CPU_ISSET(cpu, &allowed)) {
+                cpus[found++] = cpu;
+            }
+        }
+    }
+    if (found < n) {
+        for (unsigned i = 0; i < n; i++) {
+            cpus[i] = -1;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static void *
+helper_main(void *arg)
+{
+    helper *h = arg;
+    bench *b = h->bench;
+    pin_thread(h->cpu); /* best effort: unpinned, the figures are merely less reliable */
+    touch_share(b, h->index);
+    spin_barrier_wait(&b->finish);
+    for (;;) {
+        /* The barrier orders the main thread's writes of current/quit before our reads. */
+        spin_barrier_wait(&b->start);
+        if (b->quit) {
+            return NULL;
+        }
+        run_share(b, b->current, h->index);
+        spin_barrier_wait(&b->finish);
+    }
+}
+
+/* Times one run of `t` on all threads, the main thread doing share 0. Returns seconds. */
+static double
+timed_run(bench *b, task t)
+{
+    uint64_t start = now_ns();
+    b->current = t;
+    spin_barrier_wait(&b->start);
+    run_share(b, t, 0);
+    spin_barrier_wait(&b->finish);
+    return (double)(now_ns() - start) / 1e9;
+}
+
+static int
+compare_double(const void *x, const void *y)
+{
+    double p = *(const double *)x, q = *(const double *)y;
+    return (p > q) - (p < q);
+}
+
+static stats
+summarize(double *values, int n)
+{
+    stats s;
+    qsort(values, (size_t)n, sizeof(*values), compare_double);
+    s.min = values[0];
+    s.max = values[n - 1];
+    s.median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    return s;
+}
+
+/* Parses a positive integer no larger than `max` into *out. Returns 0 or -EINVAL. */
+static int
+parse_count(const char *text, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < 1 || v > max) {
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Maps `bytes` of shared anonymous memory into *out. Returns 0 or -errno. */
+static int
+map_shared(size_t bytes, double **out)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return -errno;
+    }
+    *out = p;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    long count = DEFAULT_COUNT, repeats = DEFAULT_REPEATS, threads = 0;
+    bench b = {.a = NULL, .b = NULL};
+    helper *helpers = NULL;
+    pthread_t *tids = NULL;
+    int *cpus = NULL;
+    int pinned;
+    double *seconds[TASK_COUNT] = {NULL};
+    unsigned started = 0;
+    int err = 0, rc = 1;
+    size_t bytes;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) {
+            err = parse_count(argv[++i], MAX_REPEATS, &repeats);
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            err = parse_count(argv[++i], MAX_THREADS, &threads);
+        } else if (argv[i][0] != '-') {
+            err = parse_count(argv[i], 1L << 34, &count);
+        } else {
+            err = -EINVAL;
+        }
+        if (err != 0) {
+            fprintf(stderr, "usage: %s [N] [--repeats R] [--threads T]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (threads == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : online;
+    }
+    if (threads > count) {
+        threads = count;
+    }
+    b.count = (size_t)count;
+    b.threads = (unsigned)threads;
+    bytes = b.count * sizeof(double);
+
+    for (int t = 0; t < TASK_COUNT; t++) {
+        seconds[t] = calloc((size_t)repeats, sizeof(double));
+        if (seconds[t] == NULL) {
+            err = -ENOMEM;
+            goto out;
+        }
+    }
+    helpers = calloc(b.threads, sizeof(*helpers));
+    tids = calloc(b.threads, sizeof(*tids));
+    cpus = calloc(b.threads, sizeof(*cpus));
+    if (helpers == NULL || tids == NULL || cpus == NULL) {
+        err = -ENOMEM;
+        goto out;
+    }
+    err = map_shared(bytes, &b.a);
+    if (err == 0) {
+        err = map_shared(bytes, &b.b);
+    }
+    if (err != 0) {
+        goto out;
+    }
+    b.start.parties = b.finish.parties = b.threads;
+    pinned = choose_cpus(cpus, b.threads);
+    pin_thread(cpus[0]);
+    for (started = 1; started < b.threads; started++) {
+        helpers[started] = (helper){.bench = &b, .index = started, .cpu = cpus[started]};
+        err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
+        if (err != 0) {
+            /* The barriers count on every thread: without them all, none can be passed. */
+            fprintf(stderr, "limit: pthread_create: %s\n", strerror(err));
+            _exit(1);
+        }
+    }
+    touch_share(&b, 0);
+    spin_barrier_wait(&b.finish);
+
+    for (int t = 0; t < TASK_COUNT; t++) {
+        timed_run(&b, (task)t); /* warm-up: caches, TLB, CPU frequency */
+        for (long r = 0; r < repeats; r++) {
+            seconds[t][r] = timed_run(&b, (task)t);
+        }
+    }
+    b.quit = 1;
+    spin_barrier_wait(&b.start);
+    for (unsigned i = 1; i < started; i++) {
+        pthread_join(tids[i], NULL);
+    }
+
+    printf("{\n  \"n\": %ld,\n  \"threads\": %u,\n  \"repeats\": %ld,\n", count, b.threads,
+           repeats);
+    printf("  \"pinned\": %s,\n  \"bytes_per_elem\": %.0f,\n", pinned ? "true" : "false",
+           BYTES_PER_ELEM);
+    for (int t = 0; t < TASK_COUNT; t++) {
+        stats s = summarize(seconds[t], (int)repeats);
+        double gb = BYTES_PER_ELEM * (double)count / 1e9;
+        /* The fastest time gives the highest throughput: min and max swap over. */
+        printf("  \"%s_s\": {\"median\": %.9f, \"min\": %.9f, \"max\": %.9f},\n", task_names[t],
+               s.median, s.min, s.max);
+        printf("  \"%s_gbs\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}%s\n", task_names[t],
+               gb / s.median, gb / s.max, gb / s.min, t + 1 < TASK_COUNT ? "," : "");
+    }
+    printf("}\n");
+    rc = fflush(stdout) == 0 ? 0 : 1;
+
+out:
+    if (err != 0) {
+        fprintf(stderr, "limit: %s\n", strerror(-err));
+    }
+    if (b.a != NULL) {
+        munmap(b.a, bytes);
+    }
+    if (b.b != NULL) {
+        munmap(b.b, bytes);
+    }
+    free(helpers);
+    free(tids);
+    free(cpus);
+    for (int t = 0; t < TASK_COUNT; t++) {
+        free(seconds[t]);
+    }
+    return rc;
+}
