@@ -894,12 +894,9 @@ def anomalies(results: dict) -> list[str]:
             f"the default pool's round trip is {fmt(over_one)}x that of Pool(threads=1): while "
             f"calls go back to back its threads kept {busy.get('worker_thread_cpus')} CPUs busy "
             f"and the client got {busy.get('client_cpus')} CPU; a runnable worker thread shared "
-            f"the client's CPU in {busy.get('same_cpu_fraction') or 0:.0%} of samples. Every "
-            "call posts `wake`, but the spinning thread takes the job without consuming the "
-            "post; the other thread sleeps in sem_wait, so each post is a FUTEX_WAKE syscall "
-            "for the client and wakes that thread, which finds nothing, fails to become the "
-            "spinner and sleeps again: pool threads + client outnumber the CPUs "
-            "(src/pool.c pool_thread, spin_for_work)")
+            f"the client's CPU in {busy.get('same_cpu_fraction') or 0:.0%} of samples: "
+            "pool threads and the client compete for the CPUs; see spin_for_work and "
+            "announce_spinning in src/pool.c (clients skip the wake post while a thread spins)")
     for key, label in (("linger_1thread_s", "Pool(threads=1)"), ("linger_default_s",
                                                                  "the default pool")):
         linger = results.get(key)
@@ -907,10 +904,8 @@ def anomalies(results: dict) -> list[str]:
             out.append(f"{label}'s worker was still busy 5 s after the last call")
         elif linger is not None and linger > 0.25:
             out.append(
-                f"{label}'s worker kept a CPU busy for {fmt(linger)} s after the last call: each "
-                "job the spinning thread picks up leaves its `wake` post unconsumed, and each "
-                "leftover post later costs one 50 µs spin_for_work round (about 50 µs x the "
-                "number of back-to-back calls; src/pool.c)")
+                f"{label}'s worker kept a CPU busy for {fmt(linger)} s after the last call; "
+                "a thread should stop spinning 50 µs after its last job (src/pool.c SPIN_NS)")
     scaling = r.get("limit_threads_speedup")
     lim = results["limit"]
     big_foreign = (load.get("big") or {}).get("foreign_cpus", 0.0)

@@ -108,7 +108,8 @@ client_new(void)
     c->sock = -1;
     c->child = -1;
     atomic_init(&c->refs, 1);
-    atomic_init(&c->spin_ns, 20000);
+    atomic_init(&c->latency_ns, 10000);
+    atomic_init(&c->hangup_checked_ns, 0);
     pthread_mutex_init(&c->lock, NULL);
     return c;
 }
@@ -277,7 +278,18 @@ sa__client_check_alive(sa_client *c)
 int
 sa_client_dead(sa_client *c)
 {
-    return atomic_load(&c->closed) || atomic_load(&c->forked) || sa__client_check_alive(c);
+    if (atomic_load(&c->closed) || atomic_load(&c->forked) || atomic_load(&c->dead)) {
+        return 1;
+    }
+    /* A poll() per call would cost more than a small request; once a millisecond is enough
+     * for a caller deciding whether to start a new worker. Waits check on their own. */
+    uint64_t now = sa__now_ns();
+    uint64_t last = atomic_load_explicit(&c->hangup_checked_ns, memory_order_relaxed);
+    if (now - last < 1000000) {
+        return 0;
+    }
+    atomic_store_explicit(&c->hangup_checked_ns, now, memory_order_relaxed);
+    return sa__client_check_alive(c);
 }
 
 int

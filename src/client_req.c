@@ -213,6 +213,19 @@ finish(sa_client *c, const sa_ticket *t)
     return status;
 }
 
+/* Folds one completion time into the client's moving average (1/8 weight; racy updates from
+ * several threads only blur an estimate). */
+static void
+note_latency(sa_client *c, uint64_t took)
+{
+    uint64_t avg = atomic_load_explicit(&c->latency_ns, memory_order_relaxed);
+    if (took > UINT32_MAX) {
+        took = UINT32_MAX;
+    }
+    avg = avg - avg / 8 + took / 8;
+    atomic_store_explicit(&c->latency_ns, avg, memory_order_relaxed);
+}
+
 static int
 is_done(sa_client *c, const sa_ticket *t)
 {
@@ -224,8 +237,7 @@ int
 sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
 {
     sa_slot *slot;
-    uint64_t deadline, start;
-    unsigned spin;
+    uint64_t deadline, start, latency, spin;
 
     if (t->slot >= SA_SLOTS_PER_CLIENT) {
         return -EINVAL;
@@ -234,20 +246,16 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
     deadline = deadline_after(wait_ns);
     start = sa__now_ns();
 
-    /* Adaptive spin: poll the semaphore for a while before sleeping. The budget grows while
-     * requests complete within it and shrinks when they do not, so a client whose calls are
-     * long, or whose worker has no idle core, stops burning CPU. */
-    spin = atomic_load_explicit(&c->spin_ns, memory_order_relaxed);
+    /* Adaptive spin: poll the semaphore for about twice the usual completion time before
+     * sleeping. Calls that usually finish within SPIN_MAX_NS then never pay for a sleep and a
+     * wake-up; calls that usually take longer (big arrays, a busy worker) barely spin. */
+    latency = atomic_load_explicit(&c->latency_ns, memory_order_relaxed);
+    spin = latency > SPIN_MAX_NS ? SPIN_MIN_NS : 2 * latency;
+    spin = spin < SPIN_MIN_NS ? SPIN_MIN_NS : (spin > SPIN_MAX_NS ? SPIN_MAX_NS : spin);
     for (;;) {
         if (sem_trywait(&slot->done) == 0) {
             if (is_done(c, t)) {
-                uint64_t took = sa__now_ns() - start;
-                if (took < spin / 2 && spin > SPIN_MIN_NS) {
-                    atomic_store_explicit(&c->spin_ns, spin - spin / 8, memory_order_relaxed);
-                } else if (took <= spin && spin < SPIN_MAX_NS) {
-                    atomic_store_explicit(&c->spin_ns, spin + spin / 4 + 100,
-                                          memory_order_relaxed);
-                }
+                note_latency(c, sa__now_ns() - start);
                 return finish(c, t);
             }
             continue; /* a stray post from an older request in this slot */
@@ -258,14 +266,12 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
         }
         cpu_relax();
     }
-    if (spin > SPIN_MIN_NS) {
-        atomic_store_explicit(&c->spin_ns, spin - spin / 8, memory_order_relaxed);
-    }
 
     for (;;) {
         int err = sem_wait_until(c, &slot->done, deadline);
         if (err == 0) {
             if (is_done(c, t)) {
+                note_latency(c, sa__now_ns() - start);
                 return finish(c, t);
             }
             continue;

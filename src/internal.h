@@ -184,7 +184,8 @@ struct sa_client {
     atomic_int closed;        /* sa_client_shutdown called */
     atomic_int forked;        /* this is a forked child's copy: touch nothing shared */
     atomic_uint refs;         /* 1 for the owner + 1 per live block */
-    atomic_uint spin_ns;      /* adaptive client spin budget */
+    atomic_uint_least64_t latency_ns; /* moving average of completion times (sa_wait) */
+    atomic_uint_least64_t hangup_checked_ns; /* when sa_client_dead last polled the socket */
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
     sa__carena *arenas[SA__MAX_ARENAS];
     uint32_t narenas;
