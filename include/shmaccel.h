@@ -275,6 +275,8 @@ typedef struct sa_worker_info {
     uint64_t my_requests;
     uint64_t my_elements;
     uint64_t my_errors;
+    uint32_t my_in_flight; /* our slots not FREE: claimed, queued, running or abandoned */
+    uint32_t reserved;
     double uptime_s;
 } sa_worker_info;
 

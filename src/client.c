@@ -309,6 +309,10 @@ sa_client_info(sa_client *c, sa_worker_info *info)
     info->my_requests = atomic_load_explicit(&c->area->requests, memory_order_relaxed);
     info->my_elements = atomic_load_explicit(&c->area->elements, memory_order_relaxed);
     info->my_errors = atomic_load_explicit(&c->area->errors, memory_order_relaxed);
+    for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
+        uint64_t word = atomic_load_explicit(&c->area->slots[i].state, memory_order_relaxed);
+        info->my_in_flight += sa_slot_word_state(word) != SA_SLOT_FREE;
+    }
     info->uptime_s = (double)(sa__now_ns() - c->ctl->start_ns) / 1e9;
     return sa__client_check_alive(c) ? SA_EWORKERDIED : 0;
 }
