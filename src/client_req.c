@@ -13,16 +13,6 @@
 #define SPIN_MAX_NS 50000
 #define SPIN_MIN_NS 2000
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Waits on `sem` until `deadline_ns` (CLOCK_MONOTONIC), in slices, watching for hang-up.
  * Returns 0 when it got the semaphore, -ETIMEDOUT, -EINTR (a signal: the caller may need
  * to see it), SA_EWORKERDIED or SA_ECLOSED. */
@@ -264,7 +254,7 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
         if (now - start >= spin || now >= deadline) {
             break;
         }
-        cpu_relax();
+        sa__cpu_relax();
     }
 
     for (;;) {

@@ -29,6 +29,17 @@ uint64_t sa__now_ns(void);
 /* The CLOCK_MONOTONIC timespec `ns` nanoseconds from now. */
 struct timespec sa__deadline_in(int64_t ns);
 
+/* Tells the CPU this is a spin-wait loop (saves power, yields to a sibling hyperthread). */
+static inline void
+sa__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* ---- shm.c: shared memory segments ---------------------------------------------------- */
 /* Creates an anonymous shared memory segment of `size` bytes: shm_open(O_CREAT|O_EXCL, 0600)
  * under a name with 64+ random bits, unlinked as soon as it is open, its pages reserved with

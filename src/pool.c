@@ -302,16 +302,6 @@ drain(sa__worker *w)
     }
 }
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Tells every live seat whether a thread is spinning (see sa_client_area.worker_spinning). */
 static void
 announce_spinning(sa__worker *w, uint32_t on)
@@ -378,7 +368,7 @@ spin_for_work(sa__worker *w)
         if (spin_step(w)) {
             until = sa__now_ns() + SPIN_NS;
         }
-        cpu_relax();
+        sa__cpu_relax();
     } while (sa__now_ns() < until && !atomic_load_explicit(&w->stop, memory_order_relaxed));
     /* Clear the flag, then look once more: a client that saw the flag set did not post, and
      * its submission is visible to this scan (seq_cst on both sides). */
