@@ -169,8 +169,12 @@ typedef struct sa_client_area {
      * post to `wake`; the client then skips the post (and its futex wake-up). Written by the
      * worker, per seat, so that a client corrupting it can only delay its own requests. */
     _Atomic uint32_t worker_spinning;
+    /* 1 once the pool is stopping: it finishes what is in flight but takes nothing new
+     * (sa_submit returns SA_ECLOSED). Per seat, like worker_spinning. */
+    _Atomic uint32_t stopping;
+    _Atomic int32_t client_pid; /* the session's process (SO_PEERCRED), for status */
     uint32_t reserved0;
-    uint8_t reserved[128 - 48 - sizeof(sem_t)];
+    uint8_t reserved[128 - 56 - sizeof(sem_t)];
     sa_slot slots[SA_SLOTS_PER_CLIENT];
 } sa_client_area;
 
@@ -191,7 +195,8 @@ typedef struct sa_control {
     _Atomic uint32_t clients;  /* sessions currently attached */
     _Atomic uint32_t stopping; /* 1 once the pool stops accepting work */
     sem_t wake;                /* process-shared counting semaphore: one post per submission */
-    uint8_t reserved1[256 - 80 - sizeof(sem_t)];
+    _Atomic uint64_t busy_ns;  /* time pool threads spent in kernels, summed over threads */
+    uint8_t reserved1[256 - 88 - sizeof(sem_t)];
 } sa_control;
 
 _Static_assert(sizeof(sa_slot) == 128, "sa_slot is a wire format");
@@ -199,8 +204,10 @@ _Static_assert(offsetof(sa_slot, done) == 56, "sa_slot layout");
 _Static_assert(sizeof(sa_client_area) == 128 + 128 * SA_SLOTS_PER_CLIENT, "sa_client_area layout");
 _Static_assert(offsetof(sa_client_area, pending) == 64, "sa_client_area layout");
 _Static_assert(offsetof(sa_client_area, worker_spinning) == 72, "sa_client_area layout");
+_Static_assert(offsetof(sa_client_area, client_pid) == 80, "sa_client_area layout");
 _Static_assert(sizeof(sa_control) == 256, "sa_control is a wire format");
 _Static_assert(offsetof(sa_control, wake) == 80, "sa_control layout");
+_Static_assert(offsetof(sa_control, busy_ns) == 112, "sa_control layout");
 
 static inline size_t
 sa_control_size(uint32_t max_clients)
@@ -278,6 +285,7 @@ typedef struct sa_worker_info {
     uint32_t my_in_flight; /* our slots not FREE: claimed, queued, running or abandoned */
     uint32_t reserved;
     double uptime_s;
+    double busy_pct;       /* kernel time / (uptime * threads), in percent */
 } sa_worker_info;
 
 /* Starts a private worker (the program at `worker_path`, with `threads` pool threads, 0 for one

@@ -276,9 +276,20 @@ sa__client_check_alive(sa_client *c)
 }
 
 int
+sa__client_unusable(sa_client *c)
+{
+    if (atomic_load(&c->closed) || atomic_load(&c->forked)
+        || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
+        return SA_ECLOSED;
+    }
+    return atomic_load_explicit(&c->dead, memory_order_relaxed) ? SA_EWORKERDIED : 0;
+}
+
+int
 sa_client_dead(sa_client *c)
 {
-    if (atomic_load(&c->closed) || atomic_load(&c->forked) || atomic_load(&c->dead)) {
+    if (atomic_load(&c->closed) || atomic_load(&c->forked) || atomic_load(&c->dead)
+        || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
         return 1;
     }
     /* A poll() per call would cost more than a small request; once a millisecond is enough
@@ -314,6 +325,10 @@ sa_client_info(sa_client *c, sa_worker_info *info)
         info->my_in_flight += sa_slot_word_state(word) != SA_SLOT_FREE;
     }
     info->uptime_s = (double)(sa__now_ns() - c->ctl->start_ns) / 1e9;
+    if (info->uptime_s > 0 && c->threads > 0) {
+        double busy = (double)atomic_load_explicit(&c->ctl->busy_ns, memory_order_relaxed) / 1e9;
+        info->busy_pct = 100.0 * busy / (info->uptime_s * c->threads);
+    }
     return sa__client_check_alive(c) ? SA_EWORKERDIED : 0;
 }
 

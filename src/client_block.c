@@ -208,8 +208,8 @@ sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
     if (nbytes == 0 || nbytes > (SIZE_MAX >> 1)) {
         return -EINVAL;
     }
-    if (sa_client_dead(c)) {
-        return atomic_load(&c->closed) ? SA_ECLOSED : SA_EWORKERDIED;
+    if ((err = sa__client_unusable(c)) < 0) {
+        return err;
     }
     length = round_up(nbytes, BLOCK_ALIGN);
     b = malloc(sizeof(*b));

@@ -140,11 +140,8 @@ sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *i
         || nbytes > out->size) {
         return SA_EBOUNDS;
     }
-    if (atomic_load(&c->closed)) {
-        return SA_ECLOSED;
-    }
-    if (atomic_load_explicit(&c->dead, memory_order_relaxed)) {
-        return SA_EWORKERDIED;
+    if ((i = sa__client_unusable(c)) < 0) {
+        return i;
     }
     i = claim_slot(c, wait_ns);
     if (i < 0) {

@@ -62,8 +62,8 @@ int sa__msg_send(int sock, const sa_msg *msg, int fd);
 int sa__msg_recv(int sock, sa_msg *msg, int *fd);
 /* Whether the peer of `sock` hung up (non-blocking poll for POLLHUP/POLLRDHUP/POLLERR). */
 int sa__sock_hung_up(int sock);
-/* uid of the process at the other end (SO_PEERCRED). Returns 0 or a negative code. */
-int sa__peer_uid(int sock, uint32_t *uid);
+/* uid and pid of the process at the other end (SO_PEERCRED). Returns 0 or a negative code. */
+int sa__peer_cred(int sock, uint32_t *uid, int32_t *pid);
 
 /* ---- kernels.c ------------------------------------------------------------------------- */
 typedef void (*sa__kernel_fn)(const void *in, void *out, size_t n);
@@ -143,8 +143,11 @@ void sa__arena_unref(sa__arena *a);
 
 /* session.c: serves sessions until the pool stops: the listener `listen_fd` (-1 for none),
  * the private session `private_fd` (-1 for none; its EOF stops the pool), and `signal_fd`
- * (SIGTERM/SIGINT). Returns 0 or a negative code. */
-int sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd);
+ * (SIGTERM/SIGINT). On a signal it stops gracefully: calls `on_stop(listen_fd)` (which
+ * closes and unlinks the listener), tells every client, and keeps serving until the
+ * requests in flight are done or `grace_ns` has passed. Returns 0 or a negative code. */
+int sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd,
+              void (*on_stop)(int listen_fd), uint64_t grace_ns);
 
 /* ---- client (client.c, client_block.c, client_req.c) --------------------------------- */
 #include <sys/types.h>
@@ -206,6 +209,9 @@ struct sa_client {
 
 /* client.c: drops a reference on the client; frees it (and unmaps everything) with the last. */
 void sa__client_unref(sa_client *c);
+/* client.c: SA_ECLOSED (closed, forked or pool stopping), SA_EWORKERDIED (hang-up seen),
+ * or 0 when the client may start a request. Flags only: no syscall. */
+int sa__client_unusable(sa_client *c);
 /* client.c: marks the worker dead if the session socket hung up. Returns 1 if dead. */
 int sa__client_check_alive(sa_client *c);
 /* client_block.c: unmaps and frees every arena (client being freed). */

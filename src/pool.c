@@ -101,8 +101,10 @@ run_chunk(sa__worker *w, sa__job *job, size_t idx)
     if (first + n > job->req.count) {
         n = (size_t)job->req.count - first;
     }
+    uint64_t t0 = sa__now_ns();
     job->kernel(job->in_arena->base + job->req.in_offset + first * job->itemsize,
                 job->out_arena->base + job->req.out_offset + first * job->itemsize, n);
+    atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0, memory_order_relaxed);
     sa__fault_point("worker-chunk-done");
     /* acq_rel: the thread that sees the last count also sees every other chunk's writes, and
      * its release in complete() passes them on to the client. */
@@ -259,14 +261,12 @@ run_job(sa__worker *w, sa__job *job)
         complete(w, job, err);
         return;
     }
-    if (job->nchunks == 1) {
-        job->kernel(job->in_arena->base + job->req.in_offset,
-                    job->out_arena->base + job->req.out_offset, (size_t)job->req.count);
-        complete(w, job, 0);
-        return;
-    }
     job->next_chunk = 0;
     atomic_store_explicit(&job->chunks_done, 0, memory_order_relaxed);
+    if (job->nchunks == 1) {
+        run_chunk(w, job, 0);
+        return;
+    }
     pthread_mutex_lock(&w->big_lock);
     sa__job **tail = &w->big_jobs;
     while (*tail != NULL) {

@@ -52,9 +52,10 @@ attach(sa__worker *w, int sock)
 {
     sa_msg hello = {.magic = SA_MAGIC, .type = SA_MSG_HELLO};
     uint32_t uid;
+    int32_t pid = 0;
     uint32_t s;
 
-    if (sa__peer_uid(sock, &uid) < 0 || uid != (uint32_t)geteuid()) {
+    if (sa__peer_cred(sock, &uid, &pid) < 0 || uid != (uint32_t)geteuid()) {
         /* Another user: refused before anything of the pool is shown to it. */
         hello.status = -EPERM;
         sa__msg_send(sock, &hello, -1);
@@ -85,6 +86,8 @@ attach(sa__worker *w, int sock)
     }
     atomic_store(&area->pending, 0);
     atomic_store(&area->worker_spinning, 0);
+    atomic_store(&area->stopping, 0);
+    atomic_store(&area->client_pid, pid);
     atomic_store(&area->requests, 0);
     atomic_store(&area->elements, 0);
     atomic_store(&area->errors, 0);
@@ -263,9 +266,43 @@ handle_client(sa__worker *w, uint32_t s)
     return sa__msg_send(seat->sock, &reply, -1);
 }
 
-int
-sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd)
+/* Whether any slot of any seat still has a request queued or running. */
+static int
+work_in_flight(sa__worker *w)
 {
+    for (uint32_t s = 0; s < w->max_clients; s++) {
+        sa_client_area *area = sa_control_area(w->ctl, s);
+        for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
+            uint32_t st = sa_slot_word_state(atomic_load(&area->slots[i].state));
+            if (st == SA_SLOT_SUBMITTED || st == SA_SLOT_RUNNING || st == SA_SLOT_ABANDONED) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The first step of a graceful stop: no new clients, no new requests, everyone told. */
+static void
+begin_stop(sa__worker *w)
+{
+    sa_msg note = {.magic = SA_MAGIC, .type = SA_MSG_STOPPING};
+    atomic_store(&w->ctl->stopping, 1);
+    for (uint32_t s = 0; s < w->max_clients; s++) {
+        if (w->seats[s].sock >= 0) {
+            atomic_store(&sa_control_area(w->ctl, s)->stopping, 1);
+            /* Best effort and never blocking: a client that does not read its socket learns
+             * it from the seat flag or the hang-up. */
+            send(w->seats[s].sock, &note, sizeof(note), MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    }
+}
+
+int
+sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd,
+          void (*on_stop)(int listen_fd), uint64_t grace_ns)
+{
+    uint64_t stop_deadline = 0;
     struct pollfd *pfd = calloc((size_t)w->max_clients + 2, sizeof(*pfd));
     uint32_t *seat_of = calloc((size_t)w->max_clients + 2, sizeof(*seat_of));
     int private_seat = -1;
@@ -286,7 +323,13 @@ sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd)
 
     while (!atomic_load(&w->stop)) {
         nfds_t n = 0;
-        int r;
+        int r, timeout_ms = -1;
+        if (stop_deadline != 0) {
+            if (!work_in_flight(w) || sa__now_ns() >= stop_deadline) {
+                break;
+            }
+            timeout_ms = 10; /* look again for the end of the requests in flight */
+        }
         pfd[n++] = (struct pollfd){.fd = signal_fd, .events = POLLIN};
         pfd[n++] = (struct pollfd){.fd = listen_fd, .events = POLLIN}; /* -1 is ignored */
         for (uint32_t s = 0; s < w->max_clients; s++) {
@@ -295,7 +338,7 @@ sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd)
                 pfd[n++] = (struct pollfd){.fd = w->seats[s].sock, .events = POLLIN};
             }
         }
-        SA__NOINTR(r, poll(pfd, n, -1));
+        SA__NOINTR(r, poll(pfd, n, timeout_ms));
         if (r < 0) {
             err = SA__ERR(errno);
             break;
@@ -303,7 +346,15 @@ sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd)
         if (pfd[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(signal_fd, &si, sizeof(si)) > 0) {
-                break; /* SIGTERM or SIGINT: stop */
+                if (stop_deadline != 0) {
+                    break; /* a second signal: stop now */
+                }
+                /* SIGTERM or SIGINT: stop taking work, finish what is in flight. */
+                on_stop(listen_fd);
+                listen_fd = -1;
+                begin_stop(w);
+                stop_deadline = sa__now_ns() + grace_ns;
+                continue;
             }
         }
         if (pfd[1].revents & POLLIN) {

@@ -113,7 +113,7 @@ sa__sock_hung_up(int sock)
 }
 
 int
-sa__peer_uid(int sock, uint32_t *uid)
+sa__peer_cred(int sock, uint32_t *uid, int32_t *pid)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -121,5 +121,6 @@ sa__peer_uid(int sock, uint32_t *uid)
         return SA__ERR(errno);
     }
     *uid = (uint32_t)cred.uid;
+    *pid = (int32_t)cred.pid;
     return 0;
 }

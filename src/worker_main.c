@@ -22,6 +22,10 @@
 
 #include "internal.h"
 
+/* How long a stopping pool waits for the requests in flight (shmaccel-pool stop kills it
+ * sooner if asked to). */
+#define STOP_GRACE_NS (UINT64_C(30) * 1000000000u)
+
 static void
 usage(FILE *f)
 {
@@ -73,6 +77,23 @@ control_create(sa__worker *w)
         return SA__ERR(errno);
     }
     return 0;
+}
+
+/* The named pool's socket path while it is bound, for stop_listening. */
+static char listen_path[300];
+
+/* First step of a graceful stop: unlink the socket before closing it, so that a client
+ * connecting from now on gets ENOENT rather than a connection nobody will accept. */
+static void
+stop_listening(int listen_fd)
+{
+    if (listen_path[0] != '\0') {
+        unlink(listen_path);
+        listen_path[0] = '\0';
+    }
+    if (listen_fd >= 0) {
+        close(listen_fd);
+    }
 }
 
 /* Binds the named pool's socket. A socket left by a dead pool is replaced; one that still
@@ -236,13 +257,14 @@ main(int argc, char **argv)
         dprintf((int)ready_fd, "%d\n", (int)getpid());
         close((int)ready_fd);
     }
-    err = sa__serve(&w, listen_fd, w.private_mode ? (int)session_fd : -1, signal_fd);
-    if (name != NULL) {
-        /* Unlink first, so that a client connecting from now on gets ENOENT rather than a
-         * connection that nobody will ever accept. */
-        unlink(sock_path);
-        sock_path[0] = '\0';
-    }
+    strcpy(listen_path, sock_path);
+    err = sa__serve(&w, listen_fd, w.private_mode ? (int)session_fd : -1, signal_fd,
+                    stop_listening, STOP_GRACE_NS);
+    /* Stopped without a signal (private session ended) or with one: either way the listener
+     * goes now, if it is still there. */
+    stop_listening(-1);
+    listen_fd = -1;
+    sock_path[0] = '\0';
     sa__pool_stop(&w);
     status = err < 0 ? 1 : 0;
 

@@ -245,7 +245,7 @@ Client_info(ClientObject *self, PyObject *unused)
     if ((err = sa_client_info(self->client, &info)) < 0) {
         return shim_raise(state_of(self), err);
     }
-    return Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:d}", "worker_pid",
+    return Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:d,s:d}", "worker_pid",
                          (int)info.worker_pid, "threads", info.threads, "clients", info.clients,
                          "seat", info.seat, "requests", (unsigned long long)info.requests,
                          "elements", (unsigned long long)info.elements, "errors",
@@ -253,7 +253,8 @@ Client_info(ClientObject *self, PyObject *unused)
                          (unsigned long long)info.my_requests, "client_elements",
                          (unsigned long long)info.my_elements, "client_errors",
                          (unsigned long long)info.my_errors, "client_in_flight",
-                         info.my_in_flight, "uptime_s", info.uptime_s);
+                         info.my_in_flight, "uptime_s", info.uptime_s, "busy_pct",
+                         info.busy_pct);
 }
 
 /* ---- blocks ------------------------------------------------------------------------- */

@@ -1,0 +1,184 @@
+"""scripts/shmaccel-pool as a user types it: start, stop, status, list; names; stale pools
+after kill -9; sharing a pool between processes; a graceful stop with calls in flight."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import shmaccel
+from conftest import ROOT, child_env, pid_exists, runtime_dir, unique_name, wait_until
+
+CLI = ROOT / "scripts" / "shmaccel-pool"
+
+
+def cli(*args, timeout=30):
+    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True,
+                          timeout=timeout, env=child_env())
+
+
+@pytest.fixture
+def pool_name(tmp_path):
+    """A fresh pool name; whatever pool holds it at the end is killed and its files removed."""
+    name = unique_name("clitest")
+    yield name
+    path = runtime_dir() / f"{name}.sock"
+    result = cli("status", name, "--json")
+    if result.returncode == 0:
+        for row in json.loads(result.stdout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(row["worker_pid"], signal.SIGKILL)
+            wait_until(lambda: not pid_exists(row["worker_pid"]), 5)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def start(name, tmp_path, *extra):
+    result = cli("start", name, "--log", str(tmp_path / f"{name}.log"), *extra)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+def test_start_prints_pid_and_pool_accepts_clients_at_once(pool_name, tmp_path):
+    pid = start(pool_name, tmp_path, "--threads", "2")
+    assert pid_exists(pid)
+    with shmaccel.Pool(pool_name) as pool:  # no retry: start returned only once it accepts
+        assert pool.worker_pid == pid
+        assert pool.threads == 2
+        assert pool.square([1, 2, 3]) == [1, 4, 9]
+    assert cli("stop", pool_name).returncode == 0
+    assert wait_until(lambda: not pid_exists(pid), 5)
+
+
+def test_start_of_a_live_name_fails_with_status_1(pool_name, tmp_path):
+    pid = start(pool_name, tmp_path)
+    second = cli("start", pool_name, "--log", str(tmp_path / "second.log"))
+    assert second.returncode == 1
+    assert "already running" in second.stderr and str(pid) in second.stderr
+    with shmaccel.Pool(pool_name) as pool:
+        assert pool.worker_pid == pid  # the first pool is untouched
+
+
+@pytest.mark.parametrize("bad", ["../x", "/", "", "a/b", ".hidden", "x" * 65, "sp ace"])
+def test_invalid_names_exit_2_before_touching_any_file(bad, tmp_path):
+    before = set(os.listdir(runtime_dir())) if runtime_dir().exists() else set()
+    for args in (["start", bad, "--log", str(tmp_path / "l")], ["stop", bad], ["status", bad]):
+        result = cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "invalid pool name" in result.stderr
+    after = set(os.listdir(runtime_dir())) if runtime_dir().exists() else set()
+    assert after == before
+    assert not (tmp_path / "l").exists()
+
+
+def test_invalid_name_is_value_error_in_python():
+    for bad in ("../x", "/", "", "a\0b", ".x"):
+        with pytest.raises(ValueError):
+            shmaccel.Pool(bad)
+
+
+def test_stale_pool_after_kill_9_is_replaced_by_start(pool_name, tmp_path):
+    old = start(pool_name, tmp_path)
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: not pid_exists(old) or open(f"/proc/{old}/stat").read()
+                      .rsplit(")", 1)[1].split()[0] == "Z", 5)
+    assert (runtime_dir() / f"{pool_name}.sock").exists()  # left behind by kill -9
+    assert pool_name not in cli("list").stdout.split()
+    with pytest.raises(shmaccel.PoolNotFoundError):
+        shmaccel.Pool(pool_name)
+    new = start(pool_name, tmp_path)
+    assert new != old
+    with shmaccel.Pool(pool_name) as pool:
+        assert pool.worker_pid == new
+        assert pool.double([4]) == [8]
+
+
+def test_status_and_list_show_live_pools(pool_name, tmp_path):
+    pid = start(pool_name, tmp_path, "--threads", "1")
+    with shmaccel.Pool(pool_name) as pool:
+        pool.square(list(range(100)))
+        listed = cli("list")
+        assert listed.returncode == 0 and pool_name in listed.stdout.split()
+        table = cli("status")
+        assert table.returncode == 0
+        assert "BUSY%" in table.stdout.splitlines()[0]
+        row = next(line for line in table.stdout.splitlines() if line.startswith(pool_name))
+        assert str(pid) in row.split()
+        data = json.loads(cli("status", pool_name, "--json").stdout)
+    assert len(data) == 1
+    row = data[0]
+    assert row["name"] == pool_name and row["worker_pid"] == pid and row["threads"] == 1
+    assert row["clients"] == 1  # our Pool; the status query itself is not counted
+    assert row["requests"] >= 1 and row["elements"] >= 100 and row["errors"] == 0
+    assert 0.0 <= row["busy_pct"] <= 100.0 and row["uptime_s"] > 0
+
+
+def test_stop_and_status_of_unknown_pool_fail_with_status_1():
+    name = unique_name("nosuchpool")
+    assert cli("stop", name).returncode == 1
+    result = cli("status", name)
+    assert result.returncode == 1 and name in result.stderr
+
+
+def test_pool_not_found_names_the_pool_and_how_to_start_it():
+    name = unique_name("nosuchpool")
+    with pytest.raises(shmaccel.PoolNotFoundError) as info:
+        shmaccel.Pool(name)
+    assert isinstance(info.value, FileNotFoundError)
+    assert name in str(info.value) and "shmaccel-pool start" in str(info.value)
+
+
+def test_two_processes_share_one_pool(pool_name, tmp_path, children):
+    pid = start(pool_name, tmp_path)
+    code = (
+        "import os, shmaccel\n"
+        "p = shmaccel.default_pool()\n"
+        "assert shmaccel.square([7]) == [49]\n"
+        "print(p.worker_pid, p.stats()['clients'], flush=True)\n"
+        "input()\n"
+    )
+    env = {"SHMACCEL_POOL": pool_name}
+    first = children.python(code, env=env, stdin=True)
+    second = children.python(code, env=env, stdin=True)
+    pids = [int(first.readline(10).split()[0]), int(second.readline(10).split()[0])]
+    assert pids == [pid, pid]
+    assert json.loads(cli("status", pool_name, "--json").stdout)[0]["clients"] == 2
+
+
+def test_graceful_stop_finishes_calls_in_flight_then_refuses(pool_name, tmp_path):
+    start(pool_name, tmp_path, "--threads", "1")
+    pool = shmaccel.Pool(pool_name)
+    data = pool.array([1.5] * 4_000_000, dtype="float64")  # 2**200 stays exact
+    outcome = {}
+
+    def long_calls():
+        try:
+            for _ in range(200):  # until the stop: every call either completes or is refused
+                pool.double(data, out=data)
+                outcome["completed"] = outcome.get("completed", 0) + 1
+        except shmaccel.PoolClosedError:
+            outcome["refused"] = True
+        except Exception as e:
+            outcome["error"] = repr(e)
+
+    thread = threading.Thread(target=long_calls)
+    thread.start()
+    assert wait_until(lambda: outcome.get("completed", 0) >= 2, 10)
+    stop = cli("stop", pool_name, "--timeout", "10")
+    thread.join(30)
+    assert stop.returncode == 0, stop.stderr
+    assert "error" not in outcome, outcome
+    assert outcome.get("refused") or outcome.get("completed") == 200
+    # Every completed call doubled the data exactly once: nothing was lost or repeated.
+    assert data[0] == 1.5 * 2 ** outcome["completed"]
+    with pytest.raises(shmaccel.PoolClosedError):
+        pool.square([1])
+    with pytest.raises(shmaccel.PoolNotFoundError):
+        shmaccel.Pool(pool_name)
+    assert not (runtime_dir() / f"{pool_name}.sock").exists()
+    pool.close()
