@@ -344,21 +344,25 @@ typedef struct sa_ticket {
 /* Submits op over `count` elements of `dtype` from block `in` to block `out` (may be the same
  * block for in place; both from client c). Claims a slot first: when all of the client's slots
  * are busy it waits for one, up to `wait_ns` (-1: forever); returns -ETIMEDOUT if none freed in
- * time (nothing submitted). Takes a reference on both blocks until the worker is done with them.
- * Returns 0 and fills *ticket, or a negative code with nothing submitted. */
+ * time, or -EINTR if a signal interrupted that wait (nothing submitted either way). Takes a
+ * reference on both blocks until the worker is done with them. Returns 0 and fills *ticket,
+ * or a negative code with nothing submitted (SA_ECLOSED once the pool is stopping). */
 int sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
               sa_block *out, int64_t wait_ns, sa_ticket *ticket);
 
 /* Waits up to `wait_ns` (-1: forever, 0: poll) for the request to finish. Returns 0 when it
  * completed successfully, the worker's negative status when it failed (the ticket is consumed
- * either way), -ETIMEDOUT when still running (call again or cancel), SA_EWORKERDIED when the
- * worker is gone (the ticket is consumed). Blocking; never touches Python state. */
+ * either way), -ETIMEDOUT when still running or -EINTR when a signal interrupted the wait
+ * (call again or cancel), SA_EWORKERDIED or SA_ECLOSED when the session is over (the ticket
+ * is consumed). Any other negative code: cancel the ticket. Blocking; touches no Python
+ * state. */
 int sa_wait(sa_client *c, const sa_ticket *ticket, int64_t wait_ns);
 
 /* Gives up on a request that sa_wait has not consumed. The slot is freed at once if the worker
  * has not started it, otherwise the worker frees it when done; the blocks' references are held
- * until then, so a late write never lands in reused memory. Returns 0 if the request was
- * cancelled, or 1 if it had completed in the meantime (its output is valid). Non-blocking. */
+ * until then, so a late write never lands in reused memory. Returns -ECANCELED if the request
+ * was cancelled, or, if it had completed in the meantime, its status like sa_wait (0: the
+ * output is valid). The ticket is consumed. Non-blocking. */
 int sa_cancel(sa_client *c, const sa_ticket *ticket);
 
 /* Convenience: submit and wait (forever) in one call. Returns 0 or a negative code. Blocking. */

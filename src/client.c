@@ -36,6 +36,9 @@ hello(sa_client *c)
     int fd = -1, r, err;
 
     SA__NOINTR(r, poll(&p, 1, HELLO_TIMEOUT_MS));
+    if (r < 0) {
+        return SA__ERR(errno);
+    }
     if (r == 0) {
         return -ETIMEDOUT;
     }
@@ -106,7 +109,7 @@ client_new(void)
         return NULL;
     }
     c->sock = -1;
-    c->child = -1;
+    atomic_init(&c->child, -1);
     atomic_init(&c->refs, 1);
     atomic_init(&c->latency_ns, 10000);
     atomic_init(&c->hangup_checked_ns, 0);
@@ -134,20 +137,19 @@ reap_child(sa_client *c)
 {
     int status;
     pid_t r;
-    if (c->child <= 0) {
+    pid_t child = atomic_exchange(&c->child, -1);
+    if (child <= 0) {
         return;
     }
     for (int waited = 0; waited < REAP_GRACE_MS; waited += 5) {
-        SA__NOINTR(r, waitpid(c->child, &status, WNOHANG));
+        SA__NOINTR(r, waitpid(child, &status, WNOHANG));
         if (r != 0) {
-            c->child = -1;
             return;
         }
         usleep(5000);
     }
-    kill(c->child, SIGKILL);
-    SA__NOINTR(r, waitpid(c->child, &status, 0));
-    c->child = -1;
+    kill(child, SIGKILL);
+    SA__NOINTR(r, waitpid(child, &status, 0));
 }
 
 int
@@ -202,15 +204,16 @@ sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out)
     posix_spawnattr_setsigdefault(&attr, &defaults);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
                                         | POSIX_SPAWN_SETSIGDEF);
-    err = posix_spawn(&c->child, worker_path, &fa, &attr, argv, environ);
+    pid_t child = -1;
+    err = posix_spawn(&child, worker_path, &fa, &attr, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     close(child_fd);
     if (err != 0) {
-        c->child = -1;
         err = SA__ERR(err);
         goto fail;
     }
+    atomic_store(&c->child, child);
     if ((err = hello(c)) < 0) {
         goto fail;
     }
@@ -270,6 +273,18 @@ sa__client_check_alive(sa_client *c)
     }
     if (sa__sock_hung_up(c->sock)) {
         atomic_store(&c->dead, 1);
+        /* A private worker that died is our child: reap it now rather than leave a zombie
+         * until the client is closed (which blocks that may live long can delay). Whoever
+         * gets the pid out of c->child first reaps it. */
+        pid_t child = atomic_exchange(&c->child, -1);
+        if (child > 0) {
+            int status;
+            pid_t r;
+            SA__NOINTR(r, waitpid(child, &status, WNOHANG));
+            if (r == 0) {
+                atomic_store(&c->child, child); /* not exited yet: leave it to shutdown */
+            }
+        }
         return 1;
     }
     return 0;
@@ -345,9 +360,7 @@ sa_client_shutdown(sa_client *c)
     /* shutdown, not close: other threads may still poll this descriptor, and a closed number
      * could be reused by an unrelated file before they notice. It is closed in the free. */
     shutdown(c->sock, SHUT_RDWR);
-    pthread_mutex_lock(&c->lock);
     reap_child(c);
-    pthread_mutex_unlock(&c->lock);
 }
 
 void
@@ -360,7 +373,7 @@ sa_client_forget_after_fork(sa_client *c)
     atomic_store(&c->closed, 1);
     close(c->sock);
     c->sock = -1;
-    c->child = -1;
+    atomic_store(&c->child, -1);
 }
 
 void

@@ -167,7 +167,13 @@ sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *i
     /* Publish: seq_cst so that the worker, which clears the pending bit before reading the
      * state (pool.c claim_from_seat), either sees SUBMITTED or sees the bit set again. The
      * store also releases the fields above and the input data written before the call. */
-    atomic_store(&slot->state, sa_slot_word(cs->generation, SA_SLOT_SUBMITTED));
+    uint64_t claimed = sa_slot_word(cs->generation, SA_SLOT_CLAIMED);
+    if (!atomic_compare_exchange_strong(&slot->state, &claimed,
+                                        sa_slot_word(cs->generation, SA_SLOT_SUBMITTED))) {
+        /* The worker reclaimed the slot under us: the session was shut down meanwhile. */
+        release_refs(cs);
+        return SA_ECLOSED;
+    }
     atomic_fetch_or(&c->area->pending, UINT64_C(1) << i);
     /* Dekker with pool.c spin_for_work: the spinner clears worker_spinning, then scans
      * `pending` once more (all seq_cst). Either it sees our bit, or we see 0 here and post. */
@@ -327,7 +333,10 @@ int
 sa_run(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in, sa_block *out)
 {
     sa_ticket t;
-    int err = sa_submit(c, op, dtype, count, in, out, -1, &t);
+    int err;
+    do {
+        err = sa_submit(c, op, dtype, count, in, out, -1, &t);
+    } while (err == -EINTR);
     if (err < 0) {
         return err;
     }

@@ -91,6 +91,7 @@ typedef struct sa__arena {
 
 /* Worker-private state of one client seat (a client area of the control segment). */
 typedef struct sa__seat {
+    atomic_uint jobs;         /* worker-private: jobs of this seat claimed and not yet done */
     int sock;                 /* session socket, -1 when the seat is free */
     int detached;             /* 1 after EOF until every slot is FREE again */
     pthread_mutex_t lock;     /* guards arenas[] */
@@ -100,6 +101,8 @@ typedef struct sa__seat {
 /* A request being executed: a private copy of a slot's fields plus what the worker derived
  * from them. One per slot, reused; a slot never has two jobs at once. */
 typedef struct sa__job {
+    atomic_int busy;          /* worker-private: 1 from claim to the last touch in complete().
+                                 A client rewriting its state word cannot get a slot run twice. */
     sa_request req;
     uint64_t word;            /* the slot's state word as RUNNING (carries the generation) */
     uint32_t seat;
@@ -186,7 +189,7 @@ typedef struct sa__cslot {
 
 struct sa_client {
     int sock;
-    pid_t child;              /* private worker, or -1 */
+    _Atomic pid_t child;      /* private worker not yet reaped, or -1 */
     sa_control *ctl;          /* shared with the worker: never trusted beyond the hello checks */
     size_t ctl_size;
     sa_client_area *area;     /* our seat's area */

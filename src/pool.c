@@ -54,8 +54,10 @@ arena_get(sa__seat *seat, uint32_t id)
 static void
 complete(sa__worker *w, sa__job *job, int status)
 {
-    sa_client_area *area = sa_control_area(w->ctl, job->seat);
-    sa_slot *slot = &area->slots[job->slot];
+    /* Copies: once job->busy is released below, another thread may reuse the job. */
+    const uint32_t seat = job->seat, slot_idx = job->slot;
+    sa_client_area *area = sa_control_area(w->ctl, seat);
+    sa_slot *slot = &area->slots[slot_idx];
     uint64_t expected = job->word;
     uint64_t gen = sa_slot_word_gen(job->word);
 
@@ -79,17 +81,25 @@ complete(sa__worker *w, sa__job *job, int status)
      * that sees DONE (with an acquire load) reads them. */
     if (atomic_compare_exchange_strong_explicit(&slot->state, &expected,
                                                 sa_slot_word(gen, SA_SLOT_DONE),
-                                                memory_order_release, memory_order_relaxed)) {
+                                                memory_order_release, memory_order_acquire)) {
         sem_post(&slot->done);
         sa__fault_point("worker-after-complete");
-        return;
-    }
-    if (expected == sa_slot_word(gen, SA_SLOT_ABANDONED)) {
+    } else if (expected == sa_slot_word(gen, SA_SLOT_ABANDONED)) {
         atomic_store_explicit(&slot->state, sa_slot_word(gen + 1, SA_SLOT_FREE),
                               memory_order_release);
         sem_post(&area->slot_free);
     }
-    /* Anything else means the client scribbled over its own state word: its slot, its loss. */
+    /* Anything else means the client scribbled over its own state word: its slot, its loss.
+     * Only after the last post may the job and the seat be reused (session.c seat_quiet
+     * re-initialises the seat's semaphores). */
+    atomic_store(&job->busy, 0);
+    /* The client may have reused the slot between our post and the store above, and a
+     * claimer may have found the job busy: make sure that submission is seen. */
+    if (sa_slot_word_state(atomic_load(&slot->state)) == SA_SLOT_SUBMITTED) {
+        atomic_fetch_or(&area->pending, UINT64_C(1) << slot_idx);
+        sem_post(&w->ctl->wake);
+    }
+    atomic_fetch_sub_explicit(&w->seats[seat].jobs, 1, memory_order_release);
 }
 
 /* Runs chunk `idx` of `job`; completes the job if it was the last one outstanding. */
@@ -213,15 +223,26 @@ claim_from_seat(sa__worker *w, uint32_t seat_idx)
             continue;
         }
         uint64_t running = sa_slot_word(sa_slot_word_gen(word), SA_SLOT_RUNNING);
+        sa__job *job = &w->jobs[(size_t)seat_idx * SA_SLOTS_PER_CLIENT + i];
+        int idle = 0;
+        /* The job is claimed in worker-private memory first: a client that sets SUBMITTED
+         * again on a slot still running gets nothing until the first run is complete. */
+        if (!atomic_compare_exchange_strong(&job->busy, &idle, 1)) {
+            /* Still finishing its previous request (or resubmitted while running): keep the
+             * hint for later; complete() re-arms it once the job is free. */
+            atomic_fetch_or(&area->pending, bit);
+            continue;
+        }
         if (atomic_compare_exchange_strong_explicit(&slot->state, &word, running,
                                                     memory_order_acquire,
                                                     memory_order_relaxed)) {
-            sa__job *job = &w->jobs[(size_t)seat_idx * SA_SLOTS_PER_CLIENT + i];
+            atomic_fetch_add_explicit(&w->seats[seat_idx].jobs, 1, memory_order_relaxed);
             job->word = running;
             job->seat = seat_idx;
             job->slot = i;
             return job;
         }
+        atomic_store(&job->busy, 0);
     }
     return NULL;
 }
@@ -238,7 +259,9 @@ claim_next(sa__worker *w)
         unsigned word = atomic_load_explicit(&w->active_seats[s / 32], memory_order_acquire);
         if ((word & (1u << (s % 32))) == 0) {
             if (word == 0) {
-                k += 31 - (s % 32); /* skip the rest of an empty word */
+                /* Skip to the next word, but not past the last seat: the loop wraps there. */
+                uint32_t next = (s | 31) + 1;
+                k += (next > n ? n : next) - s - 1;
             }
             continue;
         }

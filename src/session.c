@@ -15,11 +15,13 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 #define MAX_ARENA_BYTES (UINT64_C(1) << 40)
+#define SOCKET_STALL_US 200000
 
 static void
 set_active(sa__worker *w, uint32_t seat, int on)
@@ -32,15 +34,26 @@ set_active(sa__worker *w, uint32_t seat, int on)
     }
 }
 
-/* Whether every slot of a detached seat is FREE, i.e. no pool thread still works for it. */
+/* Whether a detached seat may be reused: no pool thread still works for it (counted in
+ * worker-private memory, decremented after the job's last semaphore post) and every slot
+ * is FREE. */
 static int
 seat_quiet(sa__worker *w, uint32_t s)
 {
     sa_client_area *area = sa_control_area(w->ctl, s);
+    if (atomic_load_explicit(&w->seats[s].jobs, memory_order_acquire) != 0) {
+        return 0;
+    }
     for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
         uint64_t word = atomic_load_explicit(&area->slots[i].state, memory_order_acquire);
-        if (sa_slot_word_state(word) != SA_SLOT_FREE) {
-            return 0;
+        uint32_t state = sa_slot_word_state(word);
+        if (state == SA_SLOT_RUNNING || state == SA_SLOT_ABANDONED) {
+            return 0; /* the job count above says otherwise only for a scribbled word */
+        }
+        if (state != SA_SLOT_FREE) {
+            /* The client is gone; whatever it left (or scribbled) no pool thread owns. */
+            atomic_store(&area->slots[i].state, sa_slot_word(sa_slot_word_gen(word) + 1,
+                                                             SA_SLOT_FREE));
         }
     }
     return 1;
@@ -74,6 +87,12 @@ attach(sa__worker *w, int sock)
         close(sock);
         return;
     }
+
+    /* The session thread serves everyone: a client sending half a message, or never reading
+     * its replies, may cost it at most this long, and then loses its session. */
+    struct timeval limit = {.tv_sec = 0, .tv_usec = SOCKET_STALL_US};
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
 
     /* The seat is quiet: no pool thread and no former client touches its area any more, so
      * it can be reset with plain stores before the active bit publishes it. */
@@ -272,6 +291,12 @@ work_in_flight(sa__worker *w)
 {
     for (uint32_t s = 0; s < w->max_clients; s++) {
         sa_client_area *area = sa_control_area(w->ctl, s);
+        if (atomic_load(&w->seats[s].jobs) != 0) {
+            return 1;
+        }
+        if (w->seats[s].sock < 0) {
+            continue; /* a departed client's leftovers are not work in flight */
+        }
         for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
             uint32_t st = sa_slot_word_state(atomic_load(&area->slots[i].state));
             if (st == SA_SLOT_SUBMITTED || st == SA_SLOT_RUNNING || st == SA_SLOT_ABANDONED) {

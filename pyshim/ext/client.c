@@ -117,8 +117,13 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
             if (err == -ECANCELED) {
                 err = -ETIMEDOUT;
             }
-            break; /* or it finished just now: err is its status */
+            return err < 0 ? (shim_raise(state_of(self), err), -1) : 0;
         }
+    }
+    if (err < 0 && err != SA_EWORKERDIED && err != SA_ECLOSED && err > SA__ERRBASE) {
+        /* A system error from the wait itself (not the request's status): the ticket is
+         * still ours, so give the slot back rather than leak it. */
+        sa_cancel(c, &ticket);
     }
     if (err < 0) {
         shim_raise(state_of(self), err);
@@ -523,6 +528,17 @@ Client_run_list(ClientObject *self, PyObject *args)
                          "element %zd has type %.100s; shmaccel lists hold int and float only", i,
                          Py_TYPE(it)->tp_name);
             goto out;
+        }
+        if (!PyLong_CheckExact(it) && !PyFloat_CheckExact(it) && !PyBool_Check(it)
+            && PyList_CheckExact(fast)) {
+            /* Converting this element runs Python code (__index__, __float__) that could
+             * change the list under us: work on a snapshot instead. */
+            PyObject *snapshot = PyList_AsTuple(fast);
+            if (snapshot == NULL) {
+                goto out;
+            }
+            Py_SETREF(fast, snapshot);
+            items = PySequence_Fast_ITEMS(fast);
         }
     }
     if (n == 0) {

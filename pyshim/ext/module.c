@@ -38,9 +38,12 @@ shim_raise(shim_state *st, int code)
         PyErr_SetString(PyExc_ValueError, "invalid argument");
         break;
     default:
-        if (code < 0 && code > -4000) {
-            PyErr_SetObject(PyExc_OSError,
-                            Py_BuildValue("(is)", -code, sa_strerror(code)));
+        if (code < 0 && code > SA__ERRBASE) {
+            PyObject *args = Py_BuildValue("(is)", -code, sa_strerror(code));
+            if (args != NULL) {
+                PyErr_SetObject(PyExc_OSError, args);
+                Py_DECREF(args);
+            }
         } else {
             PyErr_Format(st->Error, "shmaccel: %s (code %d)", sa_strerror(code), code);
         }

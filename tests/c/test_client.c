@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -349,6 +351,101 @@ named_pool_serves_two_clients(void)
     CHECK(access(path, F_OK) != 0); /* socket removed */
 }
 
+static void
+worker_survives_resubmission_of_a_running_slot(void)
+{
+    const size_t n = 64u << 20; /* 64 M float32: still running when we tamper */
+    sa_client *c = spawn(2);
+    sa_block *b = NULL, *s = NULL;
+    sa_ticket t;
+    CHECK(c != NULL);
+    if (c == NULL) {
+        return;
+    }
+    CHECK_EQ(sa_block_alloc(c, n * 4, &b), 0);
+    CHECK_EQ(sa_block_alloc(c, 64, &s), 0);
+    for (int round = 0; round < 5; round++) {
+        CHECK_EQ(sa_submit(c, SA_OP_DOUBLE, SA_FLOAT32, n, b, b, -1, &t), 0);
+        sa_slot *slot = &c->area->slots[t.slot];
+        uint64_t running = sa_slot_word(t.generation, SA_SLOT_RUNNING);
+        for (int spin = 0; spin < 1000000 && atomic_load(&slot->state) != running; spin++) {
+        }
+        /* A buggy client marks its running slot submitted again and rings the bell. */
+        atomic_store(&slot->state, sa_slot_word(t.generation, SA_SLOT_SUBMITTED));
+        atomic_fetch_or(&c->area->pending, UINT64_C(1) << t.slot);
+        sem_post(&c->ctl->wake);
+        int r;
+        do {
+            r = sa_wait(c, &t, 10000000000);
+        } while (r == -EINTR);
+        CHECK_EQ(r, 0);
+    }
+    sa_worker_info info;
+    CHECK_EQ(sa_client_info(c, &info), 0); /* the worker is alive */
+    float *x = sa_block_data(s);
+    x[0] = 3;
+    CHECK_EQ(sa_run(c, SA_OP_SQUARE, SA_FLOAT32, 1, s, s), 0);
+    CHECK(x[0] == 9);
+    sa_block_unref(b);
+    sa_block_unref(s);
+    sa_client_close(c);
+}
+
+static pid_t
+start_named(const char *name, char *path, size_t len)
+{
+    pid_t pid;
+    char *argv[] = {(char *)worker(), "--name", (char *)name, "--threads", "2", NULL};
+    if (posix_spawn(&pid, worker(), NULL, NULL, argv, environ) != 0) {
+        return -1;
+    }
+    sa_pool_socket_path(name, path, len);
+    for (int i = 0; i < 200 && access(path, F_OK) != 0; i++) {
+        usleep(10000);
+    }
+    return pid;
+}
+
+static void
+half_a_message_does_not_stall_the_pool(void)
+{
+    char name[64], path[512];
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    sa_client *good = NULL;
+    snprintf(name, sizeof(name), "ctest-half-%d", (int)getpid());
+    pid_t pid = start_named(name, path, sizeof(path));
+    CHECK(pid > 0);
+    usleep(50000);
+
+    /* A client that connects, says hello, then sends one byte of a 24-byte message and
+     * nothing more. */
+    int bad = socket(AF_UNIX, SOCK_STREAM, 0);
+    strcpy(addr.sun_path, path);
+    CHECK_EQ(connect(bad, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    usleep(50000);
+    CHECK_EQ(send(bad, "x", 1, 0), 1);
+    usleep(10000);
+
+    /* Others are still served: they connect and compute. */
+    uint64_t start = sa__now_ns();
+    CHECK_EQ(sa_client_connect(path, &good), 0);
+    CHECK(sa__now_ns() - start < 5000000000u);
+    if (good != NULL) {
+        sa_block *x = NULL;
+        CHECK_EQ(sa_block_alloc(good, 8, &x), 0);
+        *(double *)sa_block_data(x) = 1.5;
+        CHECK_EQ(sa_run(good, SA_OP_DOUBLE, SA_FLOAT64, 1, x, x), 0);
+        CHECK(*(double *)sa_block_data(x) == 3.0);
+        sa_block_unref(x);
+        sa_client_close(good);
+    }
+    close(bad);
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 CTEST_MAIN("client", CTEST_CASE(client_runs_every_op_and_dtype),
            CTEST_CASE(client_splits_big_requests_correctly),
            CTEST_CASE(client_serves_many_threads_at_once),
@@ -356,4 +453,6 @@ CTEST_MAIN("client", CTEST_CASE(client_runs_every_op_and_dtype),
            CTEST_CASE(cancelled_request_never_completes_a_later_one),
            CTEST_CASE(worker_death_is_reported_not_hung),
            CTEST_CASE(private_worker_exits_when_client_closes),
-           CTEST_CASE(named_pool_serves_two_clients))
+           CTEST_CASE(named_pool_serves_two_clients),
+           CTEST_CASE(worker_survives_resubmission_of_a_running_slot),
+           CTEST_CASE(half_a_message_does_not_stall_the_pool))
