@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ extern char **environ;
 
 #define HELLO_TIMEOUT_MS 10000
 #define REAP_GRACE_MS 2000
+#define REPLY_TIMEOUT_S 10
 
 /* Receives and checks the worker's hello, maps the control segment. Fills c's session fields.
  * Returns 0 or a negative code (nothing mapped then). */
@@ -99,6 +101,15 @@ fail:
         close(fd);
     }
     return err;
+}
+
+/* Replies to our requests (arena registration) come within milliseconds from a live worker;
+ * one that is stopped or wedged must not hold our allocator lock forever. */
+static void
+set_reply_timeout(int sock)
+{
+    struct timeval limit = {.tv_sec = REPLY_TIMEOUT_S, .tv_usec = 0};
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
 }
 
 static sa_client *
@@ -217,6 +228,7 @@ sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out)
     if ((err = hello(c)) < 0) {
         goto fail;
     }
+    set_reply_timeout(c->sock);
     *out = c;
     return 0;
 
@@ -257,6 +269,7 @@ sa_client_connect(const char *socket_path, sa_client **out)
     if ((err = hello(c)) < 0) {
         goto fail;
     }
+    set_reply_timeout(c->sock);
     *out = c;
     return 0;
 

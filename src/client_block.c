@@ -197,6 +197,41 @@ arena_maybe_release(sa_client *c, sa__carena *a)
     arena_unmap(a);
 }
 
+/* Returns b's range to its arena. Called with c->lock held. */
+static void
+block_release_locked(sa_client *c, sa_block *b)
+{
+    b->arena->used -= b->size;
+    /* On -ENOMEM the range is lost to this arena, nothing worse. */
+    extent_insert(b->arena, b->offset, b->size);
+    arena_maybe_release(c, b->arena);
+}
+
+/* Releases the blocks others deferred while we held the lock; returns them, to be freed
+ * (and their client references dropped) once the lock is released. */
+static sa_block *
+drain_deferred_locked(sa_client *c)
+{
+    sa_block *list = atomic_exchange(&c->deferred, NULL);
+    for (sa_block *b = list; b != NULL; b = b->next_deferred) {
+        block_release_locked(c, b);
+    }
+    return list;
+}
+
+/* Unlocks c->lock, then frees the blocks drained under it. */
+static void
+unlock_and_free(sa_client *c, sa_block *list)
+{
+    pthread_mutex_unlock(&c->lock);
+    while (list != NULL) {
+        sa_block *next = list->next_deferred;
+        free(list);
+        sa__client_unref(c);
+        list = next;
+    }
+}
+
 int
 sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
 {
@@ -232,7 +267,7 @@ sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
     if (err == 0) {
         a->used += length;
     }
-    pthread_mutex_unlock(&c->lock);
+    unlock_and_free(c, drain_deferred_locked(c));
     if (err < 0) {
         free(b);
         return err;
@@ -260,16 +295,24 @@ sa_block_unref(sa_block *b)
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) {
         return;
     }
-    if (!atomic_load(&c->forked)) {
-        pthread_mutex_lock(&c->lock);
-        b->arena->used -= b->size;
-        /* On -ENOMEM the range is lost to this arena, nothing worse. */
-        extent_insert(b->arena, b->offset, b->size);
-        arena_maybe_release(c, b->arena);
-        pthread_mutex_unlock(&c->lock);
+    if (atomic_load(&c->forked)) {
+        free(b); /* the child leaks the parent's arena ranges rather than touch its lock */
+        sa__client_unref(c);
+        return;
     }
-    free(b);
-    sa__client_unref(c);
+    /* Never wait for the lock: this runs from Python deallocators with the GIL held, and the
+     * lock's holder may be waiting on the worker (arena registration). Leave the block to
+     * the holder instead, which releases it before unlocking. */
+    if (pthread_mutex_trylock(&c->lock) != 0) {
+        sa_block *head = atomic_load(&c->deferred);
+        do {
+            b->next_deferred = head;
+        } while (!atomic_compare_exchange_weak(&c->deferred, &head, b));
+        return;
+    }
+    block_release_locked(c, b);
+    b->next_deferred = drain_deferred_locked(c);
+    unlock_and_free(c, b);
 }
 
 void *
@@ -293,6 +336,8 @@ sa_block_client(const sa_block *b)
 void
 sa__arenas_free(sa_client *c)
 {
+    /* Deferred blocks each hold a client reference, so none can be left when the client is
+     * freed; nothing to drain here. */
     for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
         if (c->arenas[id] != NULL) {
             arena_unmap(c->arenas[id]);

@@ -178,6 +178,7 @@ struct sa_block {
     size_t offset;
     size_t size;
     atomic_uint refs;
+    struct sa_block *next_deferred; /* in sa_client.deferred while waiting for the lock */
 };
 
 /* What the client remembers about one of its slots between submit and finish. */
@@ -204,6 +205,7 @@ struct sa_client {
     atomic_uint_least64_t latency_ns; /* moving average of completion times (sa_wait) */
     atomic_uint_least64_t hangup_checked_ns; /* when sa_client_dead last polled the socket */
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
+    _Atomic(sa_block *) deferred; /* blocks freed while the lock was busy (lock-free stack) */
     sa__carena *arenas[SA__MAX_ARENAS];
     uint32_t narenas;
     size_t mapped;            /* bytes of all arenas */
