@@ -37,7 +37,8 @@ setup(
     ext_modules=[
         Extension(
             "shmaccel._shmaccel",
-            sources=CLIENT + ["pyshim/ext/module.c", "pyshim/ext/block.c", "pyshim/ext/client.c"],
+            sources=CLIENT + ["pyshim/ext/module.c", "pyshim/ext/block.c", "pyshim/ext/client.c",
+                              "pyshim/ext/pending.c"],
             include_dirs=["include", "src", "pyshim/ext"],
             extra_compile_args=CFLAGS,
             extra_link_args=["-pthread", "-lrt"],

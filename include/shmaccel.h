@@ -148,7 +148,7 @@ typedef struct sa_slot {
     _Atomic uint64_t in_offset;  /* byte offset of the input in its arena */
     _Atomic uint64_t out_offset; /* byte offset of the output; == in_offset and same arena: in place */
     _Atomic int32_t status;      /* written by the worker before DONE: 0 or a negative code */
-    uint32_t reserved0;
+    _Atomic uint32_t flags;      /* SA_SUBMIT_* of this request */
     sem_t done; /* process-shared; posted by the worker once per DONE */
     uint8_t reserved1[128 - 56 - sizeof(sem_t)];
 } sa_slot;
@@ -226,12 +226,17 @@ sa_control_area(sa_control *ctl, uint32_t seat)
  * SCM_RIGHTS. Worker -> client: HELLO (control segment fd), REPLY, STOPPING.
  * Client -> worker: ARENA_ADD (arena fd; answered by REPLY), ARENA_DEL (one-way).
  */
+/* sa_submit_ex flags */
+#define SA_SUBMIT_NOTIFY 1u /* also signal the client's notify eventfd on completion */
+
 enum sa_msg_type {
     SA_MSG_HELLO = 1,     /* arg32: seat, arg64: control size, status: 0 or error (no fd then) */
     SA_MSG_ARENA_ADD = 2, /* arg32: arena id; fd attached */
     SA_MSG_ARENA_DEL = 3, /* arg32: arena id; no reply */
     SA_MSG_REPLY = 4,     /* arg32: echoed arena id, status: result */
     SA_MSG_STOPPING = 5,  /* the pool is stopping; no new requests */
+    SA_MSG_NOTIFY = 6,    /* eventfd attached: signalled on completion of SA_SUBMIT_NOTIFY
+                             requests; one-way; once per session (later ones ignored) */
 };
 
 typedef struct sa_msg {
@@ -349,6 +354,20 @@ typedef struct sa_ticket {
  * or a negative code with nothing submitted (SA_ECLOSED once the pool is stopping). */
 int sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
               sa_block *out, int64_t wait_ns, sa_ticket *ticket);
+
+/* sa_submit with `flags` (SA_SUBMIT_NOTIFY: when the request completes the worker also adds 1
+ * to the eventfd returned by sa_client_notify_fd, which must have been called first). */
+int sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+                 sa_block *out, int64_t wait_ns, uint32_t flags, sa_ticket *ticket);
+
+/* An eventfd (non-blocking, close-on-exec, owned by the client: do not close it) that the
+ * worker signals when a request submitted with SA_SUBMIT_NOTIFY completes, so that many
+ * requests can be waited for with one poll()/select()/event loop reader: when it is
+ * readable, read it (8 bytes) and check your tickets with sa_wait(c, t, 0). Created and
+ * sent to the worker on the first call (never waiting for it), then returned again. A
+ * request completing before the worker has read that message is not signalled, so also
+ * check tickets now and then (e.g. every 100 ms). Returns the descriptor or a negative code. */
+int sa_client_notify_fd(sa_client *c);
 
 /* Waits up to `wait_ns` (-1: forever, 0: poll) for the request to finish. Returns 0 when it
  * completed successfully, the worker's negative status when it failed (the ticket is consumed

@@ -120,6 +120,7 @@ client_new(void)
         return NULL;
     }
     c->sock = -1;
+    c->notify_fd = -1;
     atomic_init(&c->child, -1);
     atomic_init(&c->refs, 1);
     atomic_init(&c->latency_ns, 10000);
@@ -134,6 +135,9 @@ client_discard(sa_client *c)
 {
     if (c->sock >= 0) {
         close(c->sock);
+    }
+    if (c->notify_fd >= 0) {
+        close(c->notify_fd);
     }
     if (c->ctl != NULL) {
         munmap(c->ctl, c->ctl_size);
@@ -386,6 +390,10 @@ sa_client_forget_after_fork(sa_client *c)
     atomic_store(&c->closed, 1);
     close(c->sock);
     c->sock = -1;
+    if (c->notify_fd >= 0) {
+        close(c->notify_fd);
+        c->notify_fd = -1;
+    }
     atomic_store(&c->child, -1);
 }
 

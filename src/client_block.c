@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -110,6 +111,39 @@ request(sa_client *c, const sa_msg *msg, int fd)
         }
         return SA_EPROTO;
     }
+}
+
+int
+sa_client_notify_fd(sa_client *c)
+{
+    sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_NOTIFY};
+    int fd, err;
+
+    if ((err = sa__client_unusable(c)) < 0) {
+        return err;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (c->notify_fd >= 0) {
+        fd = c->notify_fd;
+        goto out;
+    }
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) {
+        fd = SA__ERR(errno);
+        goto out;
+    }
+    /* One-way, like ARENA_DEL: registering never waits for the worker. A request that
+     * completes before the worker has read this message is simply not signalled; callers
+     * look at their tickets now and then anyway (see shmaccel/_async.py). */
+    if ((err = sa__msg_send(c->sock, &msg, fd)) < 0) {
+        close(fd);
+        fd = err == -EPIPE ? SA_EWORKERDIED : err;
+        goto out;
+    }
+    c->notify_fd = fd;
+out:
+    pthread_mutex_unlock(&c->lock);
+    return fd;
 }
 
 static void

@@ -121,6 +121,13 @@ int
 sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
           sa_block *out, int64_t wait_ns, sa_ticket *ticket)
 {
+    return sa_submit_ex(c, op, dtype, count, in, out, wait_ns, 0, ticket);
+}
+
+int
+sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+             sa_block *out, int64_t wait_ns, uint32_t flags, sa_ticket *ticket)
+{
     size_t itemsize = sa_dtype_size(dtype);
     uint64_t nbytes;
     sa_slot *slot;
@@ -163,6 +170,7 @@ sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *i
     atomic_store_explicit(&slot->in_offset, in->offset, memory_order_relaxed);
     atomic_store_explicit(&slot->out_offset, out->offset, memory_order_relaxed);
     atomic_store_explicit(&slot->status, 0, memory_order_relaxed);
+    atomic_store_explicit(&slot->flags, flags, memory_order_relaxed);
     sa__fault_point("client-request-written");
     /* Publish: seq_cst so that the worker, which clears the pending bit before reading the
      * state (pool.c claim_from_seat), either sees SUBMITTED or sees the bit set again. The
@@ -248,7 +256,9 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
     for (;;) {
         if (sem_trywait(&slot->done) == 0) {
             if (is_done(c, t)) {
-                note_latency(c, sa__now_ns() - start);
+                if (wait_ns != 0) { /* a poll says nothing about how long calls take */
+                    note_latency(c, sa__now_ns() - start);
+                }
                 return finish(c, t);
             }
             continue; /* a stray post from an older request in this slot */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -83,6 +84,15 @@ complete(sa__worker *w, sa__job *job, int status)
                                                 sa_slot_word(gen, SA_SLOT_DONE),
                                                 memory_order_release, memory_order_acquire)) {
         sem_post(&slot->done);
+        if (job->notify) {
+            /* The seat's eventfd stays open while this job counts in seat->jobs. A full
+             * counter (EAGAIN) still reads as readable: nothing is lost. */
+            int fd = atomic_load(&w->seats[seat].notify_fd);
+            uint64_t one = 1;
+            if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+                /* ignored: the client sees the state word on its next look */
+            }
+        }
         sa__fault_point("worker-after-complete");
     } else if (expected == sa_slot_word(gen, SA_SLOT_ABANDONED)) {
         atomic_store_explicit(&slot->state, sa_slot_word(gen + 1, SA_SLOT_FREE),
@@ -169,6 +179,7 @@ prepare(sa__worker *w, sa__job *job, sa_slot *slot)
     r->out_arena = atomic_load_explicit(&slot->out_arena, memory_order_relaxed);
     r->in_offset = atomic_load_explicit(&slot->in_offset, memory_order_relaxed);
     r->out_offset = atomic_load_explicit(&slot->out_offset, memory_order_relaxed);
+    job->notify = (atomic_load_explicit(&slot->flags, memory_order_relaxed) & SA_SUBMIT_NOTIFY) != 0;
 
     job->in_arena = arena_get(seat, r->in_arena);
     job->out_arena = arena_get(seat, r->out_arena);

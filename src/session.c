@@ -113,6 +113,10 @@ attach(sa__worker *w, int sock)
     atomic_fetch_add(&area->seat_generation, 1);
     atomic_store(&area->attached, 1);
 
+    int old_notify = atomic_exchange(&w->seats[s].notify_fd, -1);
+    if (old_notify >= 0) {
+        close(old_notify); /* the previous client's, now that no job of it remains */
+    }
     w->seats[s].sock = sock;
     w->seats[s].detached = 0;
     hello.arg32 = s;
@@ -263,6 +267,18 @@ handle_client(sa__worker *w, uint32_t s)
         reply.status = arena_add(seat, msg.arg32, fd);
         fd = -1;
         break;
+    case SA_MSG_NOTIFY: {
+        /* One-way: a client must be able to register while the pool is busy or stopped.
+         * A second registration is ignored (the first fd may be in use by pool threads). */
+        int expected = -1;
+        if (fd >= 0 && atomic_compare_exchange_strong(&seat->notify_fd, &expected, fd)) {
+            fd = -1; /* kept until the seat is reused */
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        return 0;
+    }
     case SA_MSG_ARENA_DEL:
         /* One-way: the client never waits for this (it may hold the GIL). An unknown id is
          * the client's own confusion and costs it nothing but the message. */

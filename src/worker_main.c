@@ -231,6 +231,7 @@ main(int argc, char **argv)
     }
     for (uint32_t s = 0; s < w.max_clients; s++) {
         w.seats[s].sock = -1;
+        atomic_init(&w.seats[s].notify_fd, -1);
         pthread_mutex_init(&w.seats[s].lock, NULL);
     }
     pthread_mutex_init(&w.big_lock, NULL);
@@ -280,6 +281,9 @@ out:
     for (uint32_t s = 0; w.seats != NULL && s < w.max_clients; s++) {
         if (w.seats[s].sock >= 0) {
             close(w.seats[s].sock);
+        }
+        if (atomic_load(&w.seats[s].notify_fd) >= 0) {
+            close(atomic_load(&w.seats[s].notify_fd));
         }
         for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
             sa__arena_unref(w.seats[s].arenas[id]);

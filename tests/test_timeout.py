@@ -57,7 +57,7 @@ def test_huge_call_times_out_long_before_it_could_finish(make_pool):
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         pool.square(big, timeout=0.0001)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # a hang check, not a speed check
     assert pool.double([1, 2]) == [2, 4]
     assert pool.square(shmaccel.array([1.5, -2.0], pool=pool)).tolist() == [2.25, 4.0]
 

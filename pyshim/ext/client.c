@@ -133,7 +133,7 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
 }
 
 /* Allocates a block with the GIL released (it may need a round trip to register an arena). */
-static int
+int
 alloc_block(ClientObject *self, size_t nbytes, sa_block **out)
 {
     int err;
@@ -335,55 +335,40 @@ own_block(ClientObject *self, PyObject *obj)
     return NULL;
 }
 
-/* run(op, src, dst, timeout): dst[:] = op(src). src is any buffer of a supported format; dst
- * a writable one of the same format and length (it may be src). Our own SharedBlocks are used
- * in place (zero copy); anything else goes through a block of the arena. */
-static PyObject *
-Client_run(ClientObject *self, PyObject *args)
+int
+shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, shim_io *io)
 {
-    PyObject *op_obj, *src, *dst, *timeout;
-    Py_buffer sv = {0}, dv = {0};
-    BlockObject *src_blk, *dst_blk;
-    sa_block *in = NULL, *out = NULL, *tmp_in = NULL, *tmp_out = NULL;
-    uint64_t deadline;
-    uint32_t dtype, dst_dtype;
+    Py_buffer sv = {0};
+    BlockObject *src_blk = own_block(self, src), *dst_blk = own_block(self, dst);
+    uint32_t dst_dtype;
     Py_ssize_t count, dst_count;
-    size_t nbytes;
-    int op, d;
-    PyObject *result = NULL;
+    int d, rc = -1;
 
-    if (!PyArg_ParseTuple(args, "OOOO:run", &op_obj, &src, &dst, &timeout)) {
-        return NULL;
-    }
-    if ((op = shim_op_of(op_obj)) < 0 || parse_deadline(timeout, &deadline) < 0
-        || !client_usable(self)) {
-        return NULL;
-    }
-    src_blk = own_block(self, src);
-    dst_blk = own_block(self, dst);
-
+    memset(io, 0, sizeof(*io));
     if (src_blk != NULL) {
-        dtype = src_blk->dtype;
+        io->dtype = src_blk->dtype;
         count = src_blk->count;
     } else {
         if (PyObject_GetBuffer(src, &sv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-            goto out;
+            return -1;
         }
         if ((d = shim_dtype_of_view(&sv)) < 0) {
             goto out;
         }
-        dtype = (uint32_t)d;
+        io->dtype = (uint32_t)d;
         count = sv.len / sv.itemsize;
     }
     if (dst_blk != NULL) {
         dst_dtype = dst_blk->dtype;
         dst_count = dst_blk->count;
     } else {
-        if (PyObject_GetBuffer(dst, &dv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        if (PyObject_GetBuffer(dst, &io->dst, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
+            < 0) {
             if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                Py_buffer probe;
                 PyErr_Clear();
-                if (PyObject_GetBuffer(dst, &dv, PyBUF_FULL_RO) == 0) {
-                    PyBuffer_Release(&dv);
+                if (PyObject_GetBuffer(dst, &probe, PyBUF_FULL_RO) == 0) {
+                    PyBuffer_Release(&probe);
                     PyErr_Format(PyExc_TypeError, "out must be a writable buffer; %.100s is read-only",
                                  Py_TYPE(dst)->tp_name);
                 } else if (PyErr_ExceptionMatches(PyExc_BufferError)) {
@@ -393,64 +378,96 @@ Client_run(ClientObject *self, PyObject *args)
             }
             goto out;
         }
-        if ((d = shim_dtype_of_view(&dv)) < 0) {
+        io->copy_out = 1;
+        if ((d = shim_dtype_of_view(&io->dst)) < 0) {
             goto out;
         }
         dst_dtype = (uint32_t)d;
-        dst_count = dv.len / dv.itemsize;
+        dst_count = io->dst.len / io->dst.itemsize;
     }
-    if (dst_dtype != dtype || dst_count != count) {
+    if (dst_dtype != io->dtype || dst_count != count) {
         PyErr_Format(PyExc_ValueError, "out must match the input: got %zd x %s for %zd x %s",
-                     dst_count, sa_dtype_name(dst_dtype), count, sa_dtype_name(dtype));
+                     dst_count, sa_dtype_name(dst_dtype), count, sa_dtype_name(io->dtype));
         goto out;
     }
+    io->count = (uint64_t)count;
+    io->nbytes = (size_t)count * sa_dtype_size(io->dtype);
     if (count == 0) {
-        result = Py_NewRef(Py_None);
+        rc = 1;
         goto out;
     }
-    nbytes = (size_t)count * sa_dtype_size(dtype);
-
     if (src_blk != NULL) {
-        in = src_blk->block;
+        io->in = src_blk->block;
+        sa_block_ref(io->in);
     } else {
-        if (alloc_block(self, nbytes, &tmp_in) < 0) {
+        if (alloc_block(self, io->nbytes, &io->in) < 0) {
             goto out;
         }
-        copy_bytes(sa_block_data(tmp_in), sv.buf, nbytes);
-        in = tmp_in;
+        copy_bytes(sa_block_data(io->in), sv.buf, io->nbytes);
     }
     if (dst_blk != NULL) {
-        out = dst_blk->block;
-    } else if (tmp_in != NULL) {
-        out = tmp_in; /* compute in place in our private copy, then copy out once */
-    } else {
-        if (alloc_block(self, nbytes, &tmp_out) < 0) {
-            goto out;
-        }
-        out = tmp_out;
-    }
-    if (run_request(self, (uint32_t)op, dtype, (uint64_t)count, in, out, deadline) < 0) {
+        io->out = dst_blk->block;
+        sa_block_ref(io->out);
+    } else if (src_blk == NULL) {
+        io->out = io->in; /* compute in place in our private copy, then copy out once */
+        sa_block_ref(io->out);
+    } else if (alloc_block(self, io->nbytes, &io->out) < 0) {
         goto out;
     }
-    if (dst_blk == NULL) {
-        copy_bytes(dv.buf, sa_block_data(out), nbytes);
-    }
-    result = Py_NewRef(Py_None);
-
+    rc = 0;
 out:
-    if (tmp_in != NULL) {
-        sa_block_unref(tmp_in);
-    }
-    if (tmp_out != NULL) {
-        sa_block_unref(tmp_out);
-    }
     if (sv.obj != NULL) {
         PyBuffer_Release(&sv);
     }
-    if (dv.obj != NULL) {
-        PyBuffer_Release(&dv);
+    if (rc != 0) {
+        shim_finish_io(io, 0);
     }
-    return result;
+    return rc;
+}
+
+void
+shim_finish_io(shim_io *io, int success)
+{
+    if (success && io->copy_out && io->out != NULL) {
+        copy_bytes(io->dst.buf, sa_block_data(io->out), io->nbytes);
+    }
+    if (io->in != NULL) {
+        sa_block_unref(io->in);
+    }
+    if (io->out != NULL) {
+        sa_block_unref(io->out);
+    }
+    io->in = io->out = NULL;
+    if (io->dst.obj != NULL) {
+        PyBuffer_Release(&io->dst);
+    }
+    io->copy_out = 0;
+}
+
+/* run(op, src, dst, timeout): dst[:] = op(src). src is any buffer of a supported format; dst
+ * a writable one of the same format and length (it may be src). Our own SharedBlocks are used
+ * in place (zero copy); anything else goes through a block of the arena. */
+static PyObject *
+Client_run(ClientObject *self, PyObject *args)
+{
+    PyObject *op_obj, *src, *dst, *timeout;
+    shim_io io;
+    uint64_t deadline;
+    int op, rc;
+
+    if (!PyArg_ParseTuple(args, "OOOO:run", &op_obj, &src, &dst, &timeout)) {
+        return NULL;
+    }
+    if ((op = shim_op_of(op_obj)) < 0 || parse_deadline(timeout, &deadline) < 0
+        || !client_usable(self)) {
+        return NULL;
+    }
+    if ((rc = shim_prepare_io(self, src, dst, &io)) != 0) {
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    rc = run_request(self, (uint32_t)op, io.dtype, io.count, io.in, io.out, deadline);
+    shim_finish_io(&io, rc == 0);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* ---- lists -------------------------------------------------------------------------- */
@@ -496,16 +513,95 @@ fill_float64(PyObject **items, Py_ssize_t n, double *dst)
     return 0;
 }
 
+int
+shim_prepare_list(ClientObject *self, int op, PyObject *seq, shim_list *lp)
+{
+    PyObject *fast;
+    PyObject **items;
+
+    memset(lp, 0, sizeof(*lp));
+    if ((fast = PySequence_Fast(seq, "expected a list or tuple")) == NULL) {
+        return -1;
+    }
+    lp->n = PySequence_Fast_GET_SIZE(fast);
+    items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < lp->n; i++) {
+        PyObject *it = items[i];
+        if (PyFloat_Check(it)) {
+            lp->is_float = 1;
+        } else if (!PyLong_Check(it) && !PyIndex_Check(it)) {
+            PyErr_Format(PyExc_TypeError,
+                         "element %zd has type %.100s; shmaccel lists hold int and float only", i,
+                         Py_TYPE(it)->tp_name);
+            goto fail;
+        }
+        if (!PyLong_CheckExact(it) && !PyFloat_CheckExact(it) && !PyBool_Check(it)
+            && PyList_CheckExact(fast)) {
+            /* Converting this element runs Python code (__index__, __float__) that could
+             * change the list under us: work on a snapshot instead. */
+            PyObject *snapshot = PyList_AsTuple(fast);
+            if (snapshot == NULL) {
+                goto fail;
+            }
+            Py_SETREF(fast, snapshot);
+            items = PySequence_Fast_ITEMS(fast);
+        }
+    }
+    if (lp->n == 0) {
+        Py_DECREF(fast);
+        return 1;
+    }
+    if (alloc_block(self, (size_t)lp->n * 8, &lp->block) < 0) {
+        goto fail;
+    }
+    if (lp->is_float ? fill_float64(items, lp->n, sa_block_data(lp->block))
+                     : fill_int64(op, items, lp->n, sa_block_data(lp->block))) {
+        goto fail;
+    }
+    Py_DECREF(fast);
+    return 0;
+fail:
+    Py_DECREF(fast);
+    shim_list_release(lp);
+    return -1;
+}
+
+PyObject *
+shim_list_result(const shim_list *lp)
+{
+    PyObject *result = PyList_New(lp->n);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < lp->n; i++) {
+        PyObject *v = lp->is_float ? PyFloat_FromDouble(((double *)sa_block_data(lp->block))[i])
+                                   : PyLong_FromLongLong(((int64_t *)sa_block_data(lp->block))[i]);
+        if (v == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, i, v);
+    }
+    return result;
+}
+
+void
+shim_list_release(shim_list *lp)
+{
+    if (lp->block != NULL) {
+        sa_block_unref(lp->block);
+        lp->block = NULL;
+    }
+}
+
 /* run_list(op, seq, timeout) -> list: ints (and bools) as int64, any float makes it float64. */
 static PyObject *
 Client_run_list(ClientObject *self, PyObject *args)
 {
-    PyObject *op_obj, *seq, *timeout, *fast = NULL, *result = NULL;
-    PyObject **items;
-    Py_ssize_t n;
-    sa_block *block = NULL;
+    PyObject *op_obj, *seq, *timeout, *result = NULL;
+    shim_list lp;
     uint64_t deadline;
-    int op, is_float = 0;
+    int op, rc;
 
     if (!PyArg_ParseTuple(args, "OOO:run_list", &op_obj, &seq, &timeout)) {
         return NULL;
@@ -514,70 +610,38 @@ Client_run_list(ClientObject *self, PyObject *args)
         || !client_usable(self)) {
         return NULL;
     }
-    if ((fast = PySequence_Fast(seq, "expected a list or tuple")) == NULL) {
-        return NULL;
+    if ((rc = shim_prepare_list(self, op, seq, &lp)) != 0) {
+        return rc < 0 ? NULL : PyList_New(0);
     }
-    n = PySequence_Fast_GET_SIZE(fast);
-    items = PySequence_Fast_ITEMS(fast);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = items[i];
-        if (PyFloat_Check(it)) {
-            is_float = 1;
-        } else if (!PyLong_Check(it) && !PyIndex_Check(it)) {
-            PyErr_Format(PyExc_TypeError,
-                         "element %zd has type %.100s; shmaccel lists hold int and float only", i,
-                         Py_TYPE(it)->tp_name);
-            goto out;
-        }
-        if (!PyLong_CheckExact(it) && !PyFloat_CheckExact(it) && !PyBool_Check(it)
-            && PyList_CheckExact(fast)) {
-            /* Converting this element runs Python code (__index__, __float__) that could
-             * change the list under us: work on a snapshot instead. */
-            PyObject *snapshot = PyList_AsTuple(fast);
-            if (snapshot == NULL) {
-                goto out;
-            }
-            Py_SETREF(fast, snapshot);
-            items = PySequence_Fast_ITEMS(fast);
-        }
+    if (run_request(self, (uint32_t)op, lp.is_float ? SA_FLOAT64 : SA_INT64, (uint64_t)lp.n,
+                    lp.block, lp.block, deadline) == 0) {
+        result = shim_list_result(&lp);
     }
-    if (n == 0) {
-        result = PyList_New(0);
-        goto out;
-    }
-    if (alloc_block(self, (size_t)n * 8, &block) < 0) {
-        goto out;
-    }
-    if (is_float ? fill_float64(items, n, sa_block_data(block))
-                 : fill_int64(op, items, n, sa_block_data(block))) {
-        goto out;
-    }
-    if (run_request(self, (uint32_t)op, is_float ? SA_FLOAT64 : SA_INT64, (uint64_t)n, block, block,
-                    deadline) < 0) {
-        goto out;
-    }
-    if ((result = PyList_New(n)) == NULL) {
-        goto out;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = is_float ? PyFloat_FromDouble(((double *)sa_block_data(block))[i])
-                               : PyLong_FromLongLong(((int64_t *)sa_block_data(block))[i]);
-        if (v == NULL) {
-            Py_CLEAR(result);
-            goto out;
-        }
-        PyList_SET_ITEM(result, i, v);
-    }
-
-out:
-    if (block != NULL) {
-        sa_block_unref(block);
-    }
-    Py_XDECREF(fast);
+    shim_list_release(&lp);
     return result;
 }
 
+static PyObject *
+Client_notify_fd(ClientObject *self, PyObject *unused)
+{
+    int fd;
+    (void)unused;
+    if (!client_usable(self)) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fd = sa_client_notify_fd(self->client);
+    Py_END_ALLOW_THREADS
+    return fd < 0 ? shim_raise(state_of(self), fd) : PyLong_FromLong(fd);
+}
+
 static PyMethodDef Client_methods[] = {
+    {"start", (PyCFunction)shim_pending_start, METH_VARARGS,
+     "start(op, src, dst) -> Pending: like run() but returns at once; see Pending.poll()."},
+    {"start_list", (PyCFunction)shim_pending_start_list, METH_VARARGS,
+     "start_list(op, seq) -> Pending: like run_list() but returns at once."},
+    {"notify_fd", (PyCFunction)Client_notify_fd, METH_NOARGS,
+     "The eventfd that becomes readable when a started request finishes (owned by the client)."},
     {"run", (PyCFunction)Client_run, METH_VARARGS,
      "run(op, src, dst, timeout): dst[:] = op(src) in the worker; waits with the GIL released."},
     {"run_list", (PyCFunction)Client_run_list, METH_VARARGS,

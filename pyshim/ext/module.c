@@ -171,8 +171,10 @@ shim_exec(PyObject *m)
     }
     st->BlockType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &shim_block_spec, NULL);
     st->ClientType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &shim_client_spec, NULL);
-    if (st->BlockType == NULL || st->ClientType == NULL
-        || PyModule_AddType(m, st->BlockType) < 0 || PyModule_AddType(m, st->ClientType) < 0) {
+    st->PendingType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &shim_pending_spec, NULL);
+    if (st->BlockType == NULL || st->ClientType == NULL || st->PendingType == NULL
+        || PyModule_AddType(m, st->BlockType) < 0 || PyModule_AddType(m, st->ClientType) < 0
+        || PyModule_AddType(m, st->PendingType) < 0) {
         goto out;
     }
     names = PyTuple_New(SA_OP_MAX);
@@ -214,6 +216,7 @@ shim_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->PoolClosedError);
     Py_VISIT(st->ClientType);
     Py_VISIT(st->BlockType);
+    Py_VISIT(st->PendingType);
     return 0;
 }
 
@@ -227,6 +230,7 @@ shim_clear(PyObject *m)
     Py_CLEAR(st->PoolClosedError);
     Py_CLEAR(st->ClientType);
     Py_CLEAR(st->BlockType);
+    Py_CLEAR(st->PendingType);
     return 0;
 }
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import array
+import asyncio
 import os
 import sys
 import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Callable
 
 from . import _shmaccel
+from ._async import Dispatcher
 from ._array import TYPECODES, SharedArray, dtype_name
 from ._errors import PoolClosedError, PoolNotFoundError
 from ._worker import worker_path
@@ -31,7 +33,7 @@ class Pool:
 
     def __init__(self, name: str | None = None, *, threads: int | None = None) -> None:
         self.name = name
-        self._executor: ThreadPoolExecutor | None = None
+        self._completions: Dispatcher | None = None
         self._lock = threading.Lock()
         if name is None:
             if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -63,25 +65,41 @@ class Pool:
 
     def run(self, op: str, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
         """Apply the kernel named `op` to `data`; the result type follows the input's."""
+        kind, src, dst, make = self._plan(op, data, out)
+        if kind == "list":
+            return make(self._client.run_list(op, src, timeout))
+        self._client.run(op, src, dst, timeout)
+        return make(None)
+
+    def _plan(self, op: str, data: Any, out: Any) -> tuple[str, Any, Any, Callable]:
+        """How to compute op(data): ("list", seq, None, make) or ("buffer", src, dst, make),
+        where make(list_or_None) builds the result once the worker is done."""
         client = self._client
         if isinstance(data, (list, tuple)):
-            result = client.run_list(op, data, timeout)
             if out is None:
-                return result
-            return _store_list(result, out)
+                return "list", data, None, lambda values: values
+            return "list", data, None, lambda values: _store_list(values, out)
         if isinstance(data, SharedArray) and data._client is client:
             if out is None:
                 out = client.alloc(SharedArray, len(data), data.dtype)
-            client.run(op, data, out, timeout)
-            return out
+            return "buffer", data, out, lambda _: out
         if isinstance(data, array.array):
             if out is None:
                 out = array.array(data.typecode, bytes(len(data) * data.itemsize))
-            client.run(op, data, out, timeout)
-            return out
+            return "buffer", data, out, lambda _: out
         np = sys.modules.get("numpy")
         if np is not None and isinstance(data, np.ndarray):
-            return self._run_ndarray(np, op, data, out, timeout)
+            if not data.dtype.isnative or data.dtype.name not in TYPECODES:
+                raise TypeError(f"unsupported dtype {data.dtype.str!r} ({data.dtype.name})")
+            src = np.ascontiguousarray(data)
+            if out is not None:
+                return "buffer", src, out, lambda _: out
+            # The result lives in the arena: the worker writes it there and numpy views it,
+            # so it is never copied out.
+            result = client.alloc(SharedArray, src.size, src.dtype.name)
+            shape = data.shape
+            return "buffer", src, result, lambda _: np.frombuffer(result, dtype=src.dtype).reshape(
+                shape)
         try:
             view = memoryview(data)
         except TypeError:
@@ -93,34 +111,91 @@ class Pool:
             view = memoryview(view.tobytes()).cast("B").cast(view.format, view.shape)
         if out is None:
             out = client.alloc(SharedArray, view.nbytes // view.itemsize, _shmaccel.dtype_of(view))
-        client.run(op, view, out, timeout)
-        return out
+        return "buffer", view, out, lambda _: out
 
-    def _run_ndarray(self, np: Any, op: str, data: Any, out: Any, timeout: float | None) -> Any:
-        if not data.dtype.isnative or data.dtype.name not in TYPECODES:
-            raise TypeError(f"unsupported dtype {data.dtype.str!r} ({data.dtype.name})")
-        src = np.ascontiguousarray(data)
-        if out is not None:
-            self._client.run(op, src, out, timeout)
-            return out
-        # The result lives in the arena: the worker writes it there and numpy views it, so it
-        # is never copied out.
-        result = self._client.alloc(SharedArray, src.size, src.dtype.name)
-        self._client.run(op, src, result, timeout)
-        return np.frombuffer(result, dtype=src.dtype).reshape(data.shape)
-
-    def submit(self, op: str, data: Any, *, out: Any = None) -> Future:
-        """Start `op` on `data` and return a concurrent.futures.Future of the result."""
+    def _start(self, op: str, data: Any, out: Any, settle: Callable) -> Any:
+        """Starts op(data) in the background; settle(result, error) is called once."""
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}: use one of {', '.join(OPS)}")
+        kind, src, dst, make = self._plan(op, data, out)
+        client = self._client
+        pending = client.start_list(op, src) if kind == "list" else client.start(op, src, dst)
+
+        def deliver(finished: Any, error: BaseException | None) -> None:
+            if error is not None:
+                settle(None, error)
+                return
+            try:
+                value = make(finished.result())
+            except BaseException as e:
+                settle(None, e)
+                return
+            settle(value, None)
+
+        self._dispatcher().add(pending, deliver)
+        return pending
+
+    def _dispatcher(self) -> Dispatcher:
         with self._lock:
-            if self._client.dead:
-                raise PoolClosedError("the shmaccel pool is closed")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=max(4, 2 * self.threads), thread_name_prefix="shmaccel-submit"
-                )
-            return self._executor.submit(self.run, op, data, out=out)
+            if self._completions is None:
+                if self._client.dead:
+                    raise PoolClosedError("the shmaccel pool is closed")
+                self._completions = Dispatcher(self._client)
+            return self._completions
+
+    def submit(self, op: str, data: Any, *, out: Any = None) -> Future:
+        """Start `op` on `data` and return a concurrent.futures.Future of the result. No
+        thread per request: the pool's one completion thread settles every future."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        try:
+            self._start(op, data, out, settle)
+        except BaseException as e:
+            future.set_exception(e)
+        return future
+
+    async def arun(self, op: str, data: Any, *, out: Any = None) -> Any:
+        """await op(data): completion reaches the event loop through the pool's eventfd."""
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        self._dispatcher().attach_loop(loop)
+        future = loop.create_future()
+
+        def set_now(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return  # the await was cancelled
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if threading.get_ident() == loop_thread:
+                set_now(value, error)
+            else:
+                loop.call_soon_threadsafe(set_now, value, error)
+
+        pending = self._start(op, data, out, settle)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+
+    async def asquare(self, data: Any, *, out: Any = None) -> Any:
+        """await data * data (see arun)."""
+        return await self.arun("square", data, out=out)
+
+    async def adouble(self, data: Any, *, out: Any = None) -> Any:
+        """await data * 2 (see arun)."""
+        return await self.arun("double", data, out=out)
 
     def map(self, op: str, iterable: Any) -> list:
         """Apply `op` to each array of `iterable`; results in order."""
@@ -180,11 +255,11 @@ class Pool:
     def close(self) -> None:
         """End the session; a private worker exits. Calls made afterwards raise
         PoolClosedError. Arrays already allocated stay readable."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
         self._client.shutdown()
+        with self._lock:
+            completions, self._completions = self._completions, None
+        if completions is not None:
+            completions.close()  # requests still in flight fail with PoolClosedError
 
     def __enter__(self) -> "Pool":
         return self
@@ -199,7 +274,7 @@ class Pool:
 
     def _forget_after_fork(self) -> None:
         self._client._forget_after_fork()
-        self._executor = None
+        self._completions = None  # its thread does not exist in the child
         self._lock = threading.Lock()
 
 

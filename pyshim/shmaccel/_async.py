@@ -1,0 +1,109 @@
+"""Many requests in flight without a thread per request.
+
+Each pool has one Dispatcher. Requests are started in C (Client.start: submitted at once if
+the session has a free slot, queued here if not) and the worker signals the session's
+notify eventfd when one finishes. Whoever sees the eventfd readable, the pool's single
+completion thread (waiting in select() with the GIL released) or an asyncio loop that
+registered it with add_reader(), calls service(): it polls the requests in flight, submits
+queued ones as slots free up, and hands results over. The thread also notices a dead worker
+(there is no completion to signal then) within its 100 ms tick.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+import weakref
+from typing import Any, Callable
+
+TICK_S = 0.1
+
+Deliver = Callable[[Any, BaseException | None], None]
+
+
+class Dispatcher:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._fd: int = client.notify_fd()
+        self._lock = threading.Lock()
+        self._queued: collections.deque = collections.deque()  # (pending, deliver)
+        self._in_flight: dict[int, tuple[Any, Deliver]] = {}
+        self._loops: weakref.WeakSet = weakref.WeakSet()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="shmaccel-completion",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, pending: Any, deliver: Deliver) -> None:
+        """Track a started request; deliver(pending, error) is called once when it ends."""
+        with self._lock:
+            if pending.submitted:
+                self._in_flight[id(pending)] = (pending, deliver)
+            else:
+                self._queued.append((pending, deliver))
+        if not pending.submitted or pending.poll():
+            self.service()  # queued, or already finished (empty input): settle now
+
+    def attach_loop(self, loop: Any) -> None:
+        """Let `loop` service completions itself, from the eventfd (once per loop)."""
+        if loop not in self._loops:
+            loop.add_reader(self._fd, self.service)
+            self._loops.add(loop)
+
+    def service(self) -> None:
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            pass
+        finished = []
+        with self._lock:
+            for key, (pending, deliver) in list(self._in_flight.items()):
+                try:
+                    if not pending.poll():
+                        continue
+                    finished.append((deliver, pending, None))
+                except BaseException as e:  # the request's own error, for its caller
+                    finished.append((deliver, None, e))
+                del self._in_flight[key]
+            while self._queued:
+                pending, deliver = self._queued[0]
+                try:
+                    pending.poll()  # submits if a slot is free
+                except BaseException as e:
+                    self._queued.popleft()
+                    finished.append((deliver, None, e))
+                    continue
+                if not pending.submitted:
+                    break  # still no free slot: later completions bring us back
+                self._queued.popleft()
+                self._in_flight[id(pending)] = (pending, deliver)
+        for deliver, pending, error in finished:
+            deliver(pending, error)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            readable = select.select([self._fd], [], [], TICK_S)[0]
+            if self._stopping:
+                break
+            if not readable and (self._in_flight or self._queued):
+                self._client.dead  # polls the session socket: a dead worker fails the waits
+            if readable or self._in_flight or self._queued:
+                self.service()
+
+    def close(self) -> None:
+        """Stop the completion thread; requests still tracked fail with the pool's error."""
+        self._stopping = True
+        for loop in list(self._loops):
+            try:
+                loop.remove_reader(self._fd)
+            except Exception:  # a closed loop has no readers left
+                pass
+        try:
+            os.write(self._fd, (1).to_bytes(8, "little"))
+        except OSError:
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self.service()
