@@ -231,9 +231,9 @@ sa_control_area(sa_control *ctl, uint32_t seat)
 
 enum sa_msg_type {
     SA_MSG_HELLO = 1,     /* arg32: seat, arg64: control size, status: 0 or error (no fd then) */
-    SA_MSG_ARENA_ADD = 2, /* arg32: arena id; fd attached */
+    SA_MSG_ARENA_ADD = 2, /* arg32: arena id, arg64: sequence number; fd attached */
     SA_MSG_ARENA_DEL = 3, /* arg32: arena id; no reply */
-    SA_MSG_REPLY = 4,     /* arg32: echoed arena id, status: result */
+    SA_MSG_REPLY = 4,     /* arg32, arg64: echoed from the request; status: result */
     SA_MSG_STOPPING = 5,  /* the pool is stopping; no new requests */
     SA_MSG_NOTIFY = 6,    /* eventfd attached: signalled on completion of SA_SUBMIT_NOTIFY
                              requests; one-way; once per session (later ones ignored) */

@@ -233,6 +233,9 @@ sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out)
         goto fail;
     }
     set_reply_timeout(c->sock);
+    if ((err = sa__arena_prime(c)) < 0) {
+        goto fail;
+    }
     *out = c;
     return 0;
 
@@ -274,6 +277,9 @@ sa_client_connect(const char *socket_path, sa_client **out)
         goto fail;
     }
     set_reply_timeout(c->sock);
+    if ((err = sa__arena_prime(c)) < 0) {
+        goto fail;
+    }
     *out = c;
     return 0;
 

@@ -83,33 +83,41 @@ extent_take(sa__carena *a, size_t length)
     return SIZE_MAX;
 }
 
-/* Sends a message and waits for its reply, under c->lock. */
+/* Sends a request and waits for its reply, under c->lock. Returns the reply's status,
+ * -ETIMEDOUT when the worker did not answer in time (the session goes on: the late reply,
+ * recognised by its sequence number, is skipped by the next request), SA_EWORKERDIED. */
 static int
-request(sa_client *c, const sa_msg *msg, int fd)
+request(sa_client *c, sa_msg *msg, int fd)
 {
     sa_msg reply;
     int rfd = -1, err;
 
+    msg->arg64 = ++c->request_seq;
     if ((err = sa__msg_send(c->sock, msg, fd)) < 0) {
         atomic_store(&c->dead, 1);
         return SA_EWORKERDIED;
     }
     for (;;) {
         if ((err = sa__msg_recv(c->sock, &reply, &rfd)) < 0) {
+            if (err == -EAGAIN || err == -EWOULDBLOCK) {
+                return -ETIMEDOUT; /* SO_RCVTIMEO: a stopped or wedged worker */
+            }
             atomic_store(&c->dead, 1);
             return SA_EWORKERDIED;
         }
         if (rfd >= 0) {
             close(rfd);
         }
-        if (reply.type == SA_MSG_REPLY) {
+        if (reply.type == SA_MSG_STOPPING) {
+            continue; /* the seat's stopping flag says it too */
+        }
+        if (reply.type != SA_MSG_REPLY) {
+            return SA_EPROTO;
+        }
+        if (reply.arg64 == msg->arg64) {
             return reply.status;
         }
-        if (reply.type == SA_MSG_STOPPING) {
-            atomic_store(&c->dead, 1);
-            return SA_ECLOSED;
-        }
-        return SA_EPROTO;
+        /* A reply to an earlier request that timed out: skip it. */
     }
 }
 
@@ -200,6 +208,12 @@ arena_create(sa_client *c, size_t need, sa__carena **out)
     err = request(c, &msg, fd);
     /* The worker holds its own descriptor (or mapping) now; ours is no longer needed. */
     close(fd);
+    if (err == -ETIMEDOUT) {
+        /* The worker may still register it when it wakes up: withdraw it behind that, in
+         * order on the same socket, so that the id can be reused safely. */
+        sa_msg del = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_DEL, .arg32 = id};
+        sa__msg_send(c->sock, &del, -1);
+    }
     if (err < 0) {
         arena_unmap(a);
         return err;
@@ -264,6 +278,17 @@ unlock_and_free(sa_client *c, sa_block *list)
         sa__client_unref(c);
         list = next;
     }
+}
+
+int
+sa__arena_prime(sa_client *c)
+{
+    sa__carena *a;
+    int err;
+    pthread_mutex_lock(&c->lock);
+    err = arena_create(c, 1, &a);
+    pthread_mutex_unlock(&c->lock);
+    return err;
 }
 
 int

@@ -209,6 +209,7 @@ struct sa_client {
     atomic_uint_least64_t hangup_checked_ns; /* when sa_client_dead last polled the socket */
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
     int notify_fd;            /* eventfd registered with the worker, or -1 (under lock) */
+    uint64_t request_seq;     /* sequence number of the last request sent (under lock) */
     _Atomic(sa_block *) deferred; /* blocks freed while the lock was busy (lock-free stack) */
     sa__carena *arenas[SA__MAX_ARENAS];
     uint32_t narenas;
@@ -223,6 +224,9 @@ void sa__client_unref(sa_client *c);
 int sa__client_unusable(sa_client *c);
 /* client.c: marks the worker dead if the session socket hung up. Returns 1 if dead. */
 int sa__client_check_alive(sa_client *c);
+/* client_block.c: creates and registers the session's first arena, so that ordinary calls
+ * never wait for the worker to register one. Returns 0 or a negative code. */
+int sa__arena_prime(sa_client *c);
 /* client_block.c: unmaps and frees every arena (client being freed). */
 void sa__arenas_free(sa_client *c);
 

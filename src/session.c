@@ -295,6 +295,7 @@ handle_client(sa__worker *w, uint32_t s)
         close(fd);
     }
     reply.arg32 = msg.arg32;
+    reply.arg64 = msg.arg64; /* the client's sequence number: late replies are recognised */
     if (reply.status == SA_EPROTO) {
         return SA_EPROTO;
     }
