@@ -325,6 +325,22 @@ int sa_client_dead(sa_client *c);
 /* Fills *info from the control segment. Returns 0, or SA_EWORKERDIED. Non-blocking. */
 int sa_client_info(sa_client *c, sa_worker_info *info);
 
+/* One client session of a pool, as the control segment shows it. */
+typedef struct sa_seat_info {
+    uint32_t seat;
+    int32_t pid;        /* the client process (SO_PEERCRED at connect) */
+    uint64_t requests;
+    uint64_t elements;
+    uint64_t errors;
+    uint32_t in_flight; /* slots not FREE */
+    uint32_t reserved;
+} sa_seat_info;
+
+/* Fills up to `max` entries of `out` with the pool's attached sessions (this one included)
+ * and returns how many, or a negative code. Reads shared memory only: figures are a
+ * snapshot, not a transaction. Non-blocking. */
+int sa_client_seats(sa_client *c, sa_seat_info *out, uint32_t max);
+
 /* Allocates `nbytes` (> 0) of shared memory inside one of the client's arenas (creating and
  * registering a new arena when none has room). The block starts with one reference, owned by
  * the caller. Returns 0 and stores it in *out, or -ENOMEM (arena space: /dev/shm full),

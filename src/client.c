@@ -341,6 +341,17 @@ sa_client_dead(sa_client *c)
     return sa__client_check_alive(c);
 }
 
+static uint32_t
+area_in_flight(const sa_client_area *area)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
+        uint64_t word = atomic_load_explicit(&area->slots[i].state, memory_order_relaxed);
+        n += sa_slot_word_state(word) != SA_SLOT_FREE;
+    }
+    return n;
+}
+
 int
 sa_client_info(sa_client *c, sa_worker_info *info)
 {
@@ -358,16 +369,39 @@ sa_client_info(sa_client *c, sa_worker_info *info)
     info->my_requests = atomic_load_explicit(&c->area->requests, memory_order_relaxed);
     info->my_elements = atomic_load_explicit(&c->area->elements, memory_order_relaxed);
     info->my_errors = atomic_load_explicit(&c->area->errors, memory_order_relaxed);
-    for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
-        uint64_t word = atomic_load_explicit(&c->area->slots[i].state, memory_order_relaxed);
-        info->my_in_flight += sa_slot_word_state(word) != SA_SLOT_FREE;
-    }
+    info->my_in_flight = area_in_flight(c->area);
     info->uptime_s = (double)(sa__now_ns() - c->ctl->start_ns) / 1e9;
     if (info->uptime_s > 0 && c->threads > 0) {
         double busy = (double)atomic_load_explicit(&c->ctl->busy_ns, memory_order_relaxed) / 1e9;
         info->busy_pct = 100.0 * busy / (info->uptime_s * c->threads);
     }
     return sa__client_check_alive(c) ? SA_EWORKERDIED : 0;
+}
+
+int
+sa_client_seats(sa_client *c, sa_seat_info *out, uint32_t max)
+{
+    uint32_t n = 0;
+    if (atomic_load(&c->forked) || atomic_load(&c->closed)) {
+        return SA_ECLOSED;
+    }
+    /* max_clients is our private copy from the hello, checked against the segment size. */
+    for (uint32_t s = 0; s < c->max_clients && n < max; s++) {
+        sa_client_area *area = sa_control_area(c->ctl, s);
+        if (!atomic_load_explicit(&area->attached, memory_order_relaxed)) {
+            continue;
+        }
+        out[n] = (sa_seat_info){
+            .seat = s,
+            .pid = atomic_load_explicit(&area->client_pid, memory_order_relaxed),
+            .requests = atomic_load_explicit(&area->requests, memory_order_relaxed),
+            .elements = atomic_load_explicit(&area->elements, memory_order_relaxed),
+            .errors = atomic_load_explicit(&area->errors, memory_order_relaxed),
+            .in_flight = area_in_flight(area),
+        };
+        n++;
+    }
+    return (int)n;
 }
 
 void

@@ -141,15 +141,21 @@ def test_two_processes_share_one_pool(pool_name, tmp_path, children):
         "import os, shmaccel\n"
         "p = shmaccel.default_pool()\n"
         "assert shmaccel.square([7]) == [49]\n"
-        "print(p.worker_pid, p.stats()['clients'], flush=True)\n"
+        "print(p.worker_pid, os.getpid(), flush=True)\n"
         "input()\n"
     )
     env = {"SHMACCEL_POOL": pool_name}
     first = children.python(code, env=env, stdin=True)
     second = children.python(code, env=env, stdin=True)
-    pids = [int(first.readline(10).split()[0]), int(second.readline(10).split()[0])]
-    assert pids == [pid, pid]
-    assert json.loads(cli("status", pool_name, "--json").stdout)[0]["clients"] == 2
+    lines = [first.readline(10).split(), second.readline(10).split()]
+    assert [int(line[0]) for line in lines] == [pid, pid]
+    status = json.loads(cli("status", pool_name, "--json").stdout)[0]
+    assert status["clients"] == 2
+    # Per-client figures: each child's own session, with its one request of one element.
+    sessions = {s["pid"]: s for s in status["sessions"]}
+    for line in lines:
+        session = sessions[int(line[1])]
+        assert (session["requests"], session["elements"], session["in_flight"]) == (1, 1, 0)
 
 
 def test_graceful_stop_finishes_calls_in_flight_then_refuses(pool_name, tmp_path):

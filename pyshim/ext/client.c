@@ -622,6 +622,38 @@ Client_run_list(ClientObject *self, PyObject *args)
 }
 
 static PyObject *
+Client_sessions(ClientObject *self, PyObject *unused)
+{
+    sa_seat_info seats[1024];
+    PyObject *list;
+    int n;
+    (void)unused;
+    if (!client_usable(self)) {
+        return NULL;
+    }
+    if ((n = sa_client_seats(self->client, seats, 1024)) < 0) {
+        return shim_raise(state_of(self), n);
+    }
+    if ((list = PyList_New(n)) == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = Py_BuildValue("{s:I,s:i,s:K,s:K,s:K,s:I}", "seat", seats[i].seat, "pid",
+                                    (int)seats[i].pid, "requests",
+                                    (unsigned long long)seats[i].requests, "elements",
+                                    (unsigned long long)seats[i].elements, "errors",
+                                    (unsigned long long)seats[i].errors, "in_flight",
+                                    seats[i].in_flight);
+        if (d == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
+static PyObject *
 Client_notify_fd(ClientObject *self, PyObject *unused)
 {
     int fd;
@@ -649,6 +681,8 @@ static PyMethodDef Client_methods[] = {
     {"alloc", (PyCFunction)Client_alloc, METH_VARARGS,
      "alloc(cls, count, dtype, zero=False) -> cls instance backed by the shared arena."},
     {"info", (PyCFunction)Client_info, METH_NOARGS, "Figures from the control segment."},
+    {"sessions", (PyCFunction)Client_sessions, METH_NOARGS,
+     "Per-client figures of every session attached to the pool (a list of dicts)."},
     {"shutdown", (PyCFunction)Client_shutdown, METH_NOARGS,
      "End the session (a private worker exits); later calls raise PoolClosedError."},
     {"_forget_after_fork", (PyCFunction)Client_forget_after_fork, METH_NOARGS,

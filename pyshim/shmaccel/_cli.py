@@ -154,7 +154,9 @@ def pool_status(name: str) -> dict:
     with Pool(name) as pool:
         stats = pool.stats()
     stats["name"] = name
-    stats["clients"] = max(0, stats["clients"] - 1)  # not counting this status query
+    # Not counting this status query itself.
+    stats["clients"] = max(0, stats["clients"] - 1)
+    stats["sessions"] = [s for s in stats["sessions"] if s["seat"] != stats["seat"]]
     for key in ("seat", "client_requests", "client_elements", "client_errors",
                 "client_in_flight"):
         stats.pop(key, None)
@@ -192,10 +194,22 @@ def cmd_status(args: argparse.Namespace) -> int:
          format_uptime(r["uptime_s"]))
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print_table(table)
+    if args.name is not None and rows and rows[0]["sessions"]:
+        print()
+        sessions = [("CLIENT PID", "REQUESTS", "ELEMENTS", "ERRORS", "IN FLIGHT")] + [
+            (str(s["pid"]), str(s["requests"]), str(s["elements"]), str(s["errors"]),
+             str(s["in_flight"]))
+            for s in rows[0]["sessions"]
+        ]
+        print_table(sessions)
+    return 0
+
+
+def print_table(table: list) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -244,8 +244,12 @@ class Pool:
 
     def stats(self) -> dict:
         """Figures from the worker: requests, elements, errors, threads, clients, uptime_s,
-        worker_pid, and this session's own client_requests/client_elements/client_errors."""
-        return self._client.info()
+        busy_pct, worker_pid; this session's own client_requests, client_elements,
+        client_errors, client_in_flight; and `sessions`: per-client figures (pid, requests,
+        elements, errors, in_flight) of every session attached to the pool."""
+        stats = self._client.info()
+        stats["sessions"] = self._client.sessions()
+        return stats
 
     @property
     def closed(self) -> bool:
