@@ -75,7 +75,7 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/ctest.h $(LIB) $(patsubst %.c,$(BUILD)/obj
 deps:
 	@$(PYTHON) scripts/ensure_deps.py
 
-test-c: $(C_TESTS) $(WORKER)
+test-c: $(C_TESTS) $(WORKER) $(EXT)
 	@set -e; for t in $(C_TESTS); do SHMACCEL_WORKER=$(abspath $(WORKER)) $(TEST_WRAPPER) $$t; done
 
 test-py: all deps

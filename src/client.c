@@ -326,19 +326,21 @@ sa__client_unusable(sa_client *c)
 int
 sa_client_dead(sa_client *c)
 {
-    if (atomic_load(&c->closed) || atomic_load(&c->forked) || atomic_load(&c->dead)
-        || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
+    if (atomic_load(&c->closed) || atomic_load(&c->forked) || atomic_load(&c->dead)) {
         return 1;
     }
     /* A poll() per call would cost more than a small request; once a millisecond is enough
-     * for a caller deciding whether to start a new worker. Waits check on their own. */
+     * for a caller deciding whether to start a new worker. It runs even for a stopping pool:
+     * noticing the hang-up is what fails the requests still waiting (sa_wait). */
     uint64_t now = sa__now_ns();
     uint64_t last = atomic_load_explicit(&c->hangup_checked_ns, memory_order_relaxed);
-    if (now - last < 1000000) {
-        return 0;
+    if (now - last >= 1000000) {
+        atomic_store_explicit(&c->hangup_checked_ns, now, memory_order_relaxed);
+        if (sa__client_check_alive(c)) {
+            return 1;
+        }
     }
-    atomic_store_explicit(&c->hangup_checked_ns, now, memory_order_relaxed);
-    return sa__client_check_alive(c);
+    return atomic_load_explicit(&c->area->stopping, memory_order_relaxed) != 0;
 }
 
 static uint32_t

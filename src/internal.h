@@ -92,6 +92,8 @@ typedef struct sa__arena {
 /* Worker-private state of one client seat (a client area of the control segment). */
 typedef struct sa__seat {
     atomic_uint jobs;         /* worker-private: jobs of this seat claimed and not yet done */
+    atomic_uint next_slot;    /* where the next scan of this seat's slots starts (fairness
+                                 between the client's own threads) */
     int sock;                 /* session socket, -1 when the seat is free */
     int detached;             /* 1 after EOF until every slot is FREE again */
     atomic_int notify_fd;     /* the client's eventfd (SA_MSG_NOTIFY), or -1; closed only when
@@ -134,7 +136,7 @@ typedef struct sa__worker {
     pthread_mutex_t big_lock;
     sa__job *big_jobs;        /* jobs with chunks left to hand out */
     atomic_uint big_count;
-    atomic_uint rr_cursor;    /* round robin between seats */
+    atomic_uint rr_cursor;    /* the seat after the last one served: round robin */
     atomic_int spinner;       /* 1 while a thread spins for new work */
     atomic_int stop;
     atomic_uint active_seats[1024 / 32]; /* bitmap of seats with a live session */

@@ -18,7 +18,8 @@
 #include "internal.h"
 
 #define SPLIT_MIN_BYTES (1u << 20)   /* below this a request runs on one thread */
-#define CHUNK_MIN_BYTES (256u << 10) /* chunks are at least this big */
+#define CHUNK_BYTES (256u << 10)     /* a big request is cut into chunks of this size: the
+                                        longest a new request waits for a thread */
 #define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
 #define IDLE_RESCAN_NS 100000000     /* an idle thread looks for work at least this often */
 
@@ -195,16 +196,10 @@ prepare(sa__worker *w, sa__job *job, sa_slot *slot)
     nbytes = r->count * job->itemsize; /* validated: no overflow */
     job->nchunks = 1;
     job->chunk_elems = (size_t)r->count;
-    if (w->threads > 1 && nbytes >= SPLIT_MIN_BYTES) {
-        size_t max_chunks = (size_t)w->threads * 8;
-        size_t chunks = (size_t)(nbytes / CHUNK_MIN_BYTES);
-        if (chunks > max_chunks) {
-            chunks = max_chunks;
-        }
-        if (chunks < w->threads) {
-            chunks = w->threads;
-        }
-        job->chunk_elems = (size_t)((r->count + chunks - 1) / chunks);
+    if (nbytes >= SPLIT_MIN_BYTES) {
+        /* Chunks even on one thread: between two chunks the thread looks for new requests,
+         * so a small request never waits behind a whole big one. */
+        job->chunk_elems = CHUNK_BYTES / job->itemsize;
         job->nchunks = (size_t)((r->count + job->chunk_elems - 1) / job->chunk_elems);
     }
     return 0;
@@ -217,14 +212,18 @@ claim_from_seat(sa__worker *w, uint32_t seat_idx)
     sa_client_area *area = sa_control_area(w->ctl, seat_idx);
     /* seq_cst: the re-scan at the end of spin_for_work relies on it (Dekker). */
     uint64_t pending = atomic_load(&area->pending);
+    /* Start after the slot taken last, so that none of the client's threads starves. */
+    uint32_t start = atomic_load_explicit(&w->seats[seat_idx].next_slot, memory_order_relaxed)
+                     % SA_SLOTS_PER_CLIENT;
+    uint64_t rotated = start ? (pending >> start) | (pending << (64 - start)) : pending;
 
-    while (pending != 0) {
-        uint32_t i = (uint32_t)__builtin_ctzll(pending);
+    while (rotated != 0) {
+        uint32_t i = ((uint32_t)__builtin_ctzll(rotated) + start) % SA_SLOTS_PER_CLIENT;
         uint64_t bit = UINT64_C(1) << i;
+        rotated &= rotated - 1;
         sa_slot *slot = &area->slots[i];
         uint64_t word;
 
-        pending &= ~bit;
         /* Clear the hint before looking at the state: a client that submits into this slot
          * after our load sets the bit again after its SUBMITTED store, so either we see
          * SUBMITTED below or the bit survives for the next scan. Both are seq_cst. */
@@ -248,6 +247,7 @@ claim_from_seat(sa__worker *w, uint32_t seat_idx)
                                                     memory_order_acquire,
                                                     memory_order_relaxed)) {
             atomic_fetch_add_explicit(&w->seats[seat_idx].jobs, 1, memory_order_relaxed);
+            atomic_store_explicit(&w->seats[seat_idx].next_slot, i + 1, memory_order_relaxed);
             job->word = running;
             job->seat = seat_idx;
             job->slot = i;
@@ -263,7 +263,7 @@ static sa__job *
 claim_next(sa__worker *w)
 {
     uint32_t n = w->max_clients;
-    uint32_t start = atomic_fetch_add_explicit(&w->rr_cursor, 1, memory_order_relaxed) % n;
+    uint32_t start = atomic_load_explicit(&w->rr_cursor, memory_order_relaxed) % n;
 
     for (uint32_t k = 0; k < n; k++) {
         uint32_t s = (start + k) % n;
@@ -278,6 +278,8 @@ claim_next(sa__worker *w)
         }
         sa__job *job = claim_from_seat(w, s);
         if (job != NULL) {
+            /* Round robin: the next scan starts with the seat after this one. */
+            atomic_store_explicit(&w->rr_cursor, s + 1, memory_order_relaxed);
             return job;
         }
     }
@@ -313,25 +315,25 @@ run_job(sa__worker *w, sa__job *job)
     for (uint32_t t = 1; t < w->threads; t++) {
         sem_post(&w->ctl->wake);
     }
-    while (help_big_job(w)) {
-    }
+    /* The chunks are taken by drain(), alternating with new requests. */
 }
 
-/* Does all the work in sight. Returns 1 if it did any. */
+/* Does all the work in sight, one new request and one chunk of a big one in turn, so that
+ * neither new requests nor big ones under way can starve. Returns 1 if it did any. */
 static int
 drain(sa__worker *w)
 {
     int did = 0;
     for (;;) {
-        if (help_big_job(w)) {
-            did = 1;
-            continue;
-        }
         sa__job *job = claim_next(w);
-        if (job == NULL) {
+        int progress = job != NULL;
+        if (job != NULL) {
+            run_job(w, job);
+        }
+        progress |= help_big_job(w);
+        if (!progress) {
             return did;
         }
-        run_job(w, job);
         did = 1;
     }
 }
@@ -369,12 +371,9 @@ any_pending(sa__worker *w)
 static int
 spin_step(sa__worker *w)
 {
-    if (help_big_job(w)) {
-        return 1;
-    }
     sa__job *job = claim_next(w);
     if (job == NULL) {
-        return 0;
+        return help_big_job(w);
     }
     announce_spinning(w, 0);
     if (any_pending(w)) {

@@ -190,3 +190,20 @@ def test_graceful_stop_finishes_calls_in_flight_then_refuses(pool_name, tmp_path
         shmaccel.Pool(pool_name)
     assert not (runtime_dir() / f"{pool_name}.sock").exists()
     pool.close()
+
+
+def test_futures_settle_when_stop_has_to_kill_the_pool(pool_name, tmp_path):
+    """stop --timeout kills a pool that cannot finish in time: every future still pending
+    must end with an error, not wait forever. The seats are flagged stopping before the
+    worker dies, which must not hide the hang-up from the waiting requests."""
+    start(pool_name, tmp_path, "--threads", "1")
+    pool = shmaccel.Pool(pool_name)
+    data = pool.zeros(20_000_000)  # ~30 ms a call: 60 of them cannot finish in 0.2 s
+    futures = [pool.submit("square", data, out=data) for _ in range(60)]
+    result = cli("stop", pool_name, "--timeout", "0.2")
+    assert "killed" in result.stderr
+    for future in futures:
+        error = future.exception(timeout=10)
+        assert error is None or isinstance(error, shmaccel.Error)
+    assert any(f.exception() is not None for f in futures)
+    pool.close()
