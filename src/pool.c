@@ -128,9 +128,11 @@ run_chunk(sa__worker *w, sa__job *job, size_t idx)
     atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0, memory_order_relaxed);
     sa__fault_point("worker-chunk-done");
     /* acq_rel: the thread that sees the last count also sees every other chunk's writes, and
-     * its release in complete() passes them on to the client. */
-    if (atomic_fetch_add_explicit(&job->chunks_done, 1, memory_order_acq_rel) + 1
-        == job->nchunks) {
+     * its release in complete() passes them on to the client. nchunks is read before the
+     * increment: after it, the last chunk's thread may complete the job and it may be reused
+     * for the next request. */
+    size_t nchunks = job->nchunks;
+    if (atomic_fetch_add_explicit(&job->chunks_done, 1, memory_order_acq_rel) + 1 == nchunks) {
         complete(w, job, 0);
     }
 }
