@@ -53,6 +53,7 @@ PYSHIM = ROOT / "pyshim"
 
 sys.path.insert(0, str(PYSHIM))
 import shmaccel  # noqa: E402
+from shmaccel._cli import pid_running  # noqa: E402
 
 LIGHT_N = 1000
 BYTES_PER_ELEM = 16  # square of float64: 8 read + 8 written
@@ -162,14 +163,6 @@ def child_env() -> dict:
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True,
                           timeout=timeout, env=child_env())
-
-
-def pid_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class NamedPool:

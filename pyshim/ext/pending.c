@@ -151,11 +151,22 @@ Pending_dealloc(PendingObject *self)
     Py_DECREF(tp);
 }
 
+/* A new, QUEUED Pending for `op_obj` on `client`, or NULL with an exception set. */
 static PendingObject *
-pending_new(ClientObject *client, int op)
+pending_new(ClientObject *client, PyObject *op_obj)
 {
     shim_state *st = shim_state_of(Py_TYPE(client));
-    PendingObject *self = (PendingObject *)st->PendingType->tp_alloc(st->PendingType, 0);
+    PendingObject *self;
+    int op = shim_op_of(op_obj);
+
+    if (op < 0) {
+        return NULL;
+    }
+    if (client->client == NULL) {
+        shim_raise(st, SA_ECLOSED);
+        return NULL;
+    }
+    self = (PendingObject *)st->PendingType->tp_alloc(st->PendingType, 0);
     if (self == NULL) {
         return NULL;
     }
@@ -165,34 +176,36 @@ pending_new(ClientObject *client, int op)
     return self;
 }
 
-PyObject *
-shim_pending_start(ClientObject *client, PyObject *args)
+/* After preparing (rc from shim_prepare_io/shim_prepare_list): submits, or finishes at once
+ * an empty request. Returns self, or NULL (self released) with an exception set. */
+static PyObject *
+pending_begin(PendingObject *self, int rc)
 {
-    PyObject *op_obj, *src, *dst;
-    PendingObject *self;
-    int op, rc;
-
-    if (!PyArg_ParseTuple(args, "OOO:start", &op_obj, &src, &dst)) {
-        return NULL;
-    }
-    if ((op = shim_op_of(op_obj)) < 0) {
-        return NULL;
-    }
-    if (client->client == NULL) {
-        return shim_raise(shim_state_of(Py_TYPE(client)), SA_ECLOSED);
-    }
-    if ((self = pending_new(client, op)) == NULL) {
-        return NULL;
-    }
-    rc = shim_prepare_io(client, src, dst, &self->io);
     if (rc < 0 || (rc == 0 && try_submit(self) < 0)) {
         Py_DECREF(self);
         return NULL;
     }
     if (rc == 1) {
         self->state = FINISHED; /* empty: nothing to compute */
+        if (self->is_list && (self->list_result = PyList_New(0)) == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
     }
     return (PyObject *)self;
+}
+
+PyObject *
+shim_pending_start(ClientObject *client, PyObject *args)
+{
+    PyObject *op_obj, *src, *dst;
+    PendingObject *self;
+
+    if (!PyArg_ParseTuple(args, "OOO:start", &op_obj, &src, &dst)
+        || (self = pending_new(client, op_obj)) == NULL) {
+        return NULL;
+    }
+    return pending_begin(self, shim_prepare_io(client, src, dst, &self->io));
 }
 
 PyObject *
@@ -200,35 +213,13 @@ shim_pending_start_list(ClientObject *client, PyObject *args)
 {
     PyObject *op_obj, *seq;
     PendingObject *self;
-    int op, rc;
 
-    if (!PyArg_ParseTuple(args, "OO:start_list", &op_obj, &seq)) {
-        return NULL;
-    }
-    if ((op = shim_op_of(op_obj)) < 0) {
-        return NULL;
-    }
-    if (client->client == NULL) {
-        return shim_raise(shim_state_of(Py_TYPE(client)), SA_ECLOSED);
-    }
-    if ((self = pending_new(client, op)) == NULL) {
+    if (!PyArg_ParseTuple(args, "OO:start_list", &op_obj, &seq)
+        || (self = pending_new(client, op_obj)) == NULL) {
         return NULL;
     }
     self->is_list = 1;
-    rc = shim_prepare_list(client, op, seq, &self->lp);
-    if (rc < 0 || (rc == 0 && try_submit(self) < 0)) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    if (rc == 1) {
-        self->state = FINISHED;
-        self->list_result = PyList_New(0);
-        if (self->list_result == NULL) {
-            Py_DECREF(self);
-            return NULL;
-        }
-    }
-    return (PyObject *)self;
+    return pending_begin(self, shim_prepare_list(client, (int)self->op, seq, &self->lp));
 }
 
 static PyMethodDef Pending_methods[] = {
