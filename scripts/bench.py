@@ -38,8 +38,6 @@ import gc
 import json
 import multiprocessing
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,8 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from benchlib import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SRC = ROOT / "bench"
@@ -216,40 +216,6 @@ def run_c_program(program: Path, args: list[str], notes: list[str]) -> dict | No
 
 
 # -- the machine ------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Processor", "cpu model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict:
-    info = {
-        "hostname": socket.gethostname(),
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "numpy": np.__version__,
-        "loadavg_start": os.getloadavg(),
-    }
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                check=False, capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return info
-
 
 def shm_entries() -> set[str]:
     try:
@@ -1134,7 +1100,7 @@ def main(argv: list[str]) -> int:
         return 1
 
     results: dict = {
-        "machine": machine_info(),
+        "machine": {**machine_info(), "numpy": np.__version__},
         "config": {"quick": args.quick, "size": args.size, "plan": plan.__dict__,
                    "small_n": SMALL_N, "list_n": LIST_N,
                    "blocking_sleep_us": BLOCKING_SLEEP_S * 1e6,

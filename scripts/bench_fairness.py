@@ -33,9 +33,7 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 PYSHIM = ROOT / "pyshim"
 
 sys.path.insert(0, str(PYSHIM))
+from benchlib import machine_info  # noqa: E402
 import shmaccel  # noqa: E402
 from shmaccel._cli import pid_running  # noqa: E402
 
@@ -119,36 +118,6 @@ sys.stdin.read()  # until the benchmark closes the pipe or kills us
 
 
 # -- the machine --------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Processor", "cpu model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict:
-    info = {
-        "hostname": socket.gethostname(),
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_start": os.getloadavg(),
-    }
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                check=False, capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-    return info
-
 
 # -- the pool and the flooder -------------------------------------------------------------------
 
