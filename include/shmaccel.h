@@ -109,7 +109,7 @@ int sa_op_int64_fits(uint32_t op, int64_t x);
  *   RUNNING --client cancel CAS--> ABANDONED --worker, when finished--> FREE (gen+1)
  */
 #define SA_MAGIC 0x414d4853u /* "SHMA" */
-#define SA_PROTO_VERSION 1u
+#define SA_PROTO_VERSION 2u
 
 enum sa_slot_state {
     SA_SLOT_FREE = 0,
@@ -196,7 +196,10 @@ typedef struct sa_control {
     _Atomic uint32_t stopping; /* 1 once the pool stops accepting work */
     sem_t wake;                /* process-shared counting semaphore: one post per submission */
     _Atomic uint64_t busy_ns;  /* time pool threads spent in kernels, summed over threads */
-    uint8_t reserved1[256 - 88 - sizeof(sem_t)];
+    _Atomic uint64_t submissions; /* bumped with every post to `wake`: pool threads busy with
+                                     a big job look at it between slices to serve new
+                                     requests at once (pool.c run_kernel) */
+    uint8_t reserved1[256 - 96 - sizeof(sem_t)];
 } sa_control;
 
 _Static_assert(sizeof(sa_slot) == 128, "sa_slot is a wire format");
@@ -208,6 +211,7 @@ _Static_assert(offsetof(sa_client_area, client_pid) == 80, "sa_client_area layou
 _Static_assert(sizeof(sa_control) == 256, "sa_control is a wire format");
 _Static_assert(offsetof(sa_control, wake) == 80, "sa_control layout");
 _Static_assert(offsetof(sa_control, busy_ns) == 112, "sa_control layout");
+_Static_assert(offsetof(sa_control, submissions) == 120, "sa_control layout");
 
 static inline size_t
 sa_control_size(uint32_t max_clients)

@@ -57,7 +57,7 @@ from shmaccel._cli import pid_running  # noqa: E402
 LIGHT_N = 1000
 BYTES_PER_ELEM = 16  # square of float64: 8 read + 8 written
 GOAL_P99_RATIO = 2.0
-REPEATS = 3
+REPEATS = 5
 FLOOD_READY_S = 30.0
 ALONE_CALL_TIMEOUT_S = 10.0  # a call alone takes microseconds: a hang, not a figure
 SCENARIOS = ("alone", "flooded_neighbour_later", "flooded_light_later")
@@ -78,7 +78,7 @@ class Plan:
     flood_arrays: int
 
 
-FULL = Plan(calls=3000, warmup=200, phase_budget_s=5.0, flood_threads=32,
+FULL = Plan(calls=20000, warmup=1000, phase_budget_s=5.0, flood_threads=32,
             flood_elements=4_000_000, flood_arrays=8)
 QUICK = Plan(calls=1000, warmup=100, phase_budget_s=2.0, flood_threads=16,
              flood_elements=1_000_000, flood_arrays=4)

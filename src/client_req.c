@@ -10,7 +10,7 @@
 #include "internal.h"
 
 #define WAIT_SLICE_NS 50000000 /* hang-up checks happen at least this often while blocked */
-#define SPIN_MAX_NS 50000
+#define SPIN_MAX_NS 50000 /* about what a futex sleep and wake-up cost across CPUs */
 #define SPIN_MIN_NS 2000
 
 /* Waits on `sem` until `deadline_ns` (CLOCK_MONOTONIC), in slices, watching for hang-up.
@@ -186,7 +186,7 @@ sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block
     /* Dekker with pool.c spin_for_work: the spinner clears worker_spinning, then scans
      * `pending` once more (all seq_cst). Either it sees our bit, or we see 0 here and post. */
     if (!atomic_load(&c->area->worker_spinning)) {
-        sem_post(&c->ctl->wake);
+        sa__announce_submission(c->ctl);
     }
     sa__fault_point("client-worker-woken");
 
@@ -247,12 +247,13 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
     deadline = deadline_after(wait_ns);
     start = sa__now_ns();
 
-    /* Adaptive spin: poll the semaphore for about twice the usual completion time before
-     * sleeping. Calls that usually finish within SPIN_MAX_NS then never pay for a sleep and a
-     * wake-up; calls that usually take longer (big arrays, a busy worker) barely spin. */
+    /* Adaptive spin: calls that usually finish within SPIN_MAX_NS poll the semaphore for up
+     * to SPIN_MAX_NS before sleeping, since a sleep costs about that much in wake-up alone:
+     * a call that is late (the worker's CPU lent to another process for a moment) then never
+     * pays more than twice what it would have cost by sleeping at once. Calls that usually
+     * take longer (big arrays, an overloaded pool) barely spin. */
     latency = atomic_load_explicit(&c->latency_ns, memory_order_relaxed);
-    spin = latency > SPIN_MAX_NS ? SPIN_MIN_NS : 2 * latency;
-    spin = spin < SPIN_MIN_NS ? SPIN_MIN_NS : (spin > SPIN_MAX_NS ? SPIN_MAX_NS : spin);
+    spin = latency > SPIN_MAX_NS ? SPIN_MIN_NS : SPIN_MAX_NS;
     for (;;) {
         if (sem_trywait(&slot->done) == 0) {
             if (is_done(c, t)) {

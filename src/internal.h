@@ -30,6 +30,15 @@ uint64_t sa__now_ns(void);
 struct timespec sa__deadline_in(int64_t ns);
 
 /* Tells the CPU this is a spin-wait loop (saves power, yields to a sibling hyperthread). */
+/* Wakes a sleeping pool thread for a new submission and tells the threads busy with big
+ * jobs that one is waiting (they look at `submissions` between slices, pool.c). */
+static inline void
+sa__announce_submission(sa_control *ctl)
+{
+    atomic_fetch_add_explicit(&ctl->submissions, 1, memory_order_release);
+    sem_post(&ctl->wake);
+}
+
 static inline void
 sa__cpu_relax(void)
 {

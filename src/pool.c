@@ -20,6 +20,10 @@
 #define SPLIT_MIN_BYTES (1u << 20)   /* below this a request runs on one thread */
 #define CHUNK_BYTES (256u << 10)     /* a big request is cut into chunks of this size: the
                                         longest a new request waits for a thread */
+#define SLICE_BYTES (16u << 10)     /* between two slices of a big kernel call a thread looks
+                                        for new requests: the longest one waits for a thread
+                                        that is busy with a big job (about a microsecond) */
+#define URGENT_CLAIMS 4              /* new requests served between two slices, at most */
 #define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
 #define IDLE_RESCAN_NS 100000000     /* an idle thread looks for work at least this often */
 
@@ -52,12 +56,18 @@ arena_get(sa__seat *seat, uint32_t id)
 /* Publishes the result of `job` and hands the slot back. The slot may have been abandoned by
  * its client (timeout, Ctrl-C, death) while running: then nobody waits for `done`, and the
  * worker frees the slot itself, bumping the generation, so that the client's next request in
- * that slot can never be mistaken for this one. */
+ * that slot can never be mistaken for this one.
+ *
+ * The job is released before the posts: a post that wakes the client often makes the
+ * scheduler hand it this thread's CPU on the spot, and a job still marked busy then would
+ * hold the client's next request in the same slot until this thread ran again (tens of
+ * microseconds on a loaded machine; tests/test_fairness.py shows it). */
 static void
 complete(sa__worker *w, sa__job *job, int status)
 {
     /* Copies: once job->busy is released below, another thread may reuse the job. */
     const uint32_t seat = job->seat, slot_idx = job->slot;
+    const int notify = job->notify;
     sa_client_area *area = sa_control_area(w->ctl, seat);
     sa_slot *slot = &area->slots[slot_idx];
     uint64_t expected = job->word;
@@ -81,11 +91,27 @@ complete(sa__worker *w, sa__job *job, int status)
     atomic_store_explicit(&slot->status, status, memory_order_relaxed);
     /* Release: the kernel's writes to the output and the status above happen before a client
      * that sees DONE (with an acquire load) reads them. */
-    if (atomic_compare_exchange_strong_explicit(&slot->state, &expected,
-                                                sa_slot_word(gen, SA_SLOT_DONE),
-                                                memory_order_release, memory_order_acquire)) {
+    int published = atomic_compare_exchange_strong_explicit(
+        &slot->state, &expected, sa_slot_word(gen, SA_SLOT_DONE), memory_order_release,
+        memory_order_acquire);
+    int abandoned = !published && expected == sa_slot_word(gen, SA_SLOT_ABANDONED);
+    if (abandoned) {
+        atomic_store_explicit(&slot->state, sa_slot_word(gen + 1, SA_SLOT_FREE),
+                              memory_order_release);
+    }
+    /* Anything else means the client scribbled over its own state word: its slot, its loss.
+     * From here on only the copies above are used. */
+    atomic_store(&job->busy, 0);
+    /* The client may have reused the slot between the state change and the store above, and
+     * a claimer may have found the job busy: make sure that submission is seen. */
+    if (sa_slot_word_state(atomic_load(&slot->state)) == SA_SLOT_SUBMITTED) {
+        atomic_fetch_or(&area->pending, UINT64_C(1) << slot_idx);
+        sa__announce_submission(w->ctl);
+    }
+
+    if (published) {
         sem_post(&slot->done);
-        if (job->notify) {
+        if (notify) {
             /* The seat's eventfd stays open while this job counts in seat->jobs. A full
              * counter (EAGAIN) still reads as readable: nothing is lost. */
             int fd = atomic_load(&w->seats[seat].notify_fd);
@@ -95,22 +121,47 @@ complete(sa__worker *w, sa__job *job, int status)
             }
         }
         sa__fault_point("worker-after-complete");
-    } else if (expected == sa_slot_word(gen, SA_SLOT_ABANDONED)) {
-        atomic_store_explicit(&slot->state, sa_slot_word(gen + 1, SA_SLOT_FREE),
-                              memory_order_release);
+    } else if (abandoned) {
         sem_post(&area->slot_free);
     }
-    /* Anything else means the client scribbled over its own state word: its slot, its loss.
-     * Only after the last post may the job and the seat be reused (session.c seat_quiet
-     * re-initialises the seat's semaphores). */
-    atomic_store(&job->busy, 0);
-    /* The client may have reused the slot between our post and the store above, and a
-     * claimer may have found the job busy: make sure that submission is seen. */
-    if (sa_slot_word_state(atomic_load(&slot->state)) == SA_SLOT_SUBMITTED) {
-        atomic_fetch_or(&area->pending, UINT64_C(1) << slot_idx);
-        sem_post(&w->ctl->wake);
-    }
+    /* Only after the last post may the seat be reused (session.c seat_quiet re-initialises
+     * the seat's semaphores). */
     atomic_fetch_sub_explicit(&w->seats[seat].jobs, 1, memory_order_release);
+}
+
+static void run_job(sa__worker *w, sa__job *job);
+static sa__job *claim_next(sa__worker *w);
+
+/* Per pool thread: set while it serves new requests in the middle of a kernel call, so that
+ * those run straight through; and the last value of ctl->submissions it acted on. */
+static _Thread_local int tl_serving_new;
+static _Thread_local uint64_t tl_submissions_seen;
+
+/* Called between two slices of a kernel call: if a request was submitted since this thread
+ * last looked, claims and runs a few (small ones inline, big ones only queued for their
+ * chunks). A light client's call then waits about a slice behind a flood of big requests,
+ * instead of a chunk. Returns the nanoseconds spent, which are not the interrupted kernel's. */
+static uint64_t
+serve_new_requests(sa__worker *w)
+{
+    /* Acquire: pairs with the release in sa__announce_submission, so the pending bit set
+     * before it is seen by claim_next. */
+    uint64_t now = atomic_load_explicit(&w->ctl->submissions, memory_order_acquire);
+    if (now == tl_submissions_seen) {
+        return 0;
+    }
+    tl_submissions_seen = now;
+    uint64_t t0 = sa__now_ns();
+    tl_serving_new = 1;
+    for (int k = 0; k < URGENT_CLAIMS; k++) {
+        sa__job *job = claim_next(w);
+        if (job == NULL) {
+            break;
+        }
+        run_job(w, job);
+    }
+    tl_serving_new = 0;
+    return sa__now_ns() - t0;
 }
 
 /* Runs chunk `idx` of `job`; completes the job if it was the last one outstanding. */
@@ -122,10 +173,22 @@ run_chunk(sa__worker *w, sa__job *job, size_t idx)
     if (first + n > job->req.count) {
         n = (size_t)job->req.count - first;
     }
-    uint64_t t0 = sa__now_ns();
-    job->kernel(job->in_arena->base + job->req.in_offset + first * job->itemsize,
-                job->out_arena->base + job->req.out_offset + first * job->itemsize, n);
-    atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0, memory_order_relaxed);
+    const char *in = job->in_arena->base + job->req.in_offset + first * job->itemsize;
+    char *out = job->out_arena->base + job->req.out_offset + first * job->itemsize;
+    /* A call served in the middle of another runs straight through: one level only. */
+    size_t slice = tl_serving_new ? n : SLICE_BYTES / job->itemsize;
+    uint64_t t0 = sa__now_ns(), elsewhere = 0;
+    for (size_t done = 0;;) {
+        size_t m = n - done < slice ? n - done : slice;
+        job->kernel(in + done * job->itemsize, out + done * job->itemsize, m);
+        done += m;
+        if (done == n) {
+            break;
+        }
+        elsewhere += serve_new_requests(w);
+    }
+    atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0 - elsewhere,
+                              memory_order_relaxed);
     sa__fault_point("worker-chunk-done");
     /* acq_rel: the thread that sees the last count also sees every other chunk's writes, and
      * its release in complete() passes them on to the client. nchunks is read before the
@@ -365,23 +428,26 @@ any_pending(sa__worker *w)
     return 0;
 }
 
-/* One round of the spinner. Returns 1 if it did any work. A spinner that takes a request
- * stops announcing itself first: clients post to `wake` again, so requests arriving while
- * it computes go to the other (sleeping) threads instead of queueing behind it. Requests
- * submitted before the announcement was withdrawn were not posted for: if any is waiting,
- * post once for them (the withdrawal and the check are seq_cst, as in the client). */
+/* One round of the spinner. Returns 1 if it did any work. A spinner that takes a request or
+ * a chunk of a big one stops announcing itself first: clients post to `wake` and count their
+ * submission again, so requests arriving while it computes go to the sleeping threads, or
+ * to itself between two slices, instead of queueing behind its work. Requests submitted
+ * before the announcement was withdrawn were not posted for: if any is waiting, post once
+ * for them (the withdrawal and the check are seq_cst, as in the client). */
 static int
 spin_step(sa__worker *w)
 {
     sa__job *job = claim_next(w);
-    if (job == NULL) {
-        return help_big_job(w);
+    if (job == NULL && atomic_load_explicit(&w->big_count, memory_order_acquire) == 0) {
+        return 0;
     }
     announce_spinning(w, 0);
     if (any_pending(w)) {
-        sem_post(&w->ctl->wake);
+        sa__announce_submission(w->ctl);
     }
-    run_job(w, job);
+    if (job != NULL) {
+        run_job(w, job);
+    }
     drain(w);
     announce_spinning(w, 1);
     return 1;

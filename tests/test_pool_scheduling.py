@@ -1,0 +1,55 @@
+"""How the pool's threads share their time between requests: a small request does not wait for
+a big one to finish, and a thread stalled at the worst moment does not hold up the next
+request in the same slot.
+
+The stall is real: SHMACCEL_FAULT=<point>:sleep=<ms> makes the first worker thread that
+reaches the named step of the protocol sleep there, as a preemption by the scheduler would.
+Timeouts here are hang checks, many times what the call needs.
+"""
+
+import time
+
+import pytest
+
+STALL_MS = 4000
+HANG_CHECK_S = 1.5
+BIG_ELEMENTS = 40_000_000  # 320 MB of float64: tens of milliseconds of work for one thread
+
+
+def test_next_call_in_a_slot_is_served_while_the_thread_of_the_last_one_is_stalled(
+        make_pool, monkeypatch):
+    # The first completion's thread sleeps right after posting it, the moment at which the
+    # client it wakes often takes its CPU. The client's next call reuses the same slot and
+    # must be served by the other thread rather than wait for the sleeper.
+    monkeypatch.setenv("SHMACCEL_FAULT", f"worker-after-complete:sleep={STALL_MS}")
+    pool = make_pool(threads=2)
+    monkeypatch.delenv("SHMACCEL_FAULT")
+    data = pool.array([1.5] * 1000)
+    out = pool.empty(1000, "float64")
+    pool.square(data, out=out)
+    assert out.tolist() == [2.25] * 1000
+
+    start = time.monotonic()
+    pool.double(data, out=out, timeout=HANG_CHECK_S)
+    assert out.tolist() == [3.0] * 1000
+    assert time.monotonic() - start < HANG_CHECK_S
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_calls_complete_while_a_big_call_keeps_the_pool_threads_busy(make_pool, threads):
+    pool = make_pool(threads=threads)
+    big = pool.zeros(BIG_ELEMENTS, "float64")
+    big[0] = 3.0
+    big[BIG_ELEMENTS - 1] = -2.0
+    small = pool.array(list(range(1000)), "int64")
+    future = pool.submit("square", big, out=big)
+    served_meanwhile = 0
+    while not future.done():
+        result = pool.double(small)
+        assert result.tolist() == [2 * i for i in range(1000)]
+        served_meanwhile += 1
+    assert future.result(timeout=60) is big
+    assert (big[0], big[1], big[BIG_ELEMENTS // 2], big[BIG_ELEMENTS - 1]) == (9.0, 0, 0, 4.0)
+    # Served between two slices of the big call (or by the other thread): many, not one
+    # squeezed in after it.
+    assert served_meanwhile >= 10
