@@ -19,18 +19,21 @@ LIB_SRC := src/errors.c src/dtype.c src/validate.c src/time.c src/fault.c src/sh
            src/paths.c src/client.c src/client_block.c src/client_req.c
 # The worker program: the library's common parts plus the pool.
 WORKER_SRC := src/errors.c src/dtype.c src/validate.c src/time.c src/fault.c src/shm.c \
-              src/sock.c src/paths.c src/kernels.c src/pool.c src/session.c src/worker_main.c
+              src/sock.c src/paths.c src/kernels.c src/guard.c src/pool.c src/session.c src/worker_main.c
 EXT_SRC := pyshim/ext/module.c pyshim/ext/block.c pyshim/ext/client.c pyshim/ext/pending.c
 HEADERS := include/shmaccel.h src/internal.h pyshim/ext/shim.h
 
 C_TESTS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
+# C programs the Python tests drive (a hostile client).
+TEST_TOOLS := $(BUILD)/tests/tamper_client
 
 WORKER := $(BUILD)/shmaccel-worker
 LIB := $(BUILD)/libshmaccel.a
 SHLIB := $(BUILD)/libshmaccel.so
-EXT := pyshim/shmaccel/_shmaccel$(PY_EXT)
+EXT_DIR ?= pyshim/shmaccel
+EXT := $(EXT_DIR)/_shmaccel$(PY_EXT)
 
-.PHONY: all test test-c test-py deps demo bench sanitize clean help vectorize-report
+.PHONY: all test test-c test-py deps demo bench sanitize sanitize-py clean help vectorize-report
 
 all: $(WORKER) $(LIB) $(SHLIB) $(EXT)
 
@@ -39,7 +42,11 @@ help:
 	@echo "make demo      run scripts/demo.py (the main job for a newcomer)"
 	@echo "make test      C tests + pytest (installs pytest if missing)"
 	@echo "make bench     speed against numpy and the C limits (scripts/bench.py)"
-	@echo "make sanitize  C tests and pytest against an ASan+UBSan build, worker under TSan"
+	@echo "make sanitize  C tests against an ASan+UBSan build, TSan worker under threaded pytest"
+	@echo "make sanitize-py  the whole pytest suite against the ASan+UBSan worker and extension"
+	@echo "make valgrind  the worker under memcheck through test sessions"
+	@echo "make faults    fault-injection tests (make faults-soak: the full counts)"
+	@echo "make fuzz      libFuzzer over validation and the protocol (FUZZ_SECONDS=60)"
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -65,6 +72,7 @@ $(SHLIB): $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 	$(CC) -shared $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(EXT): $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC)) $(LIB)
+	@mkdir -p $(dir $@)
 	$(CC) -shared $(EXTRA_LDFLAGS) -o $@ $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC)) $(LIB) $(LDLIBS)
 
 # C tests link the library and, where they test worker internals, the worker's objects.
@@ -78,7 +86,7 @@ deps:
 test-c: $(C_TESTS) $(WORKER) $(EXT)
 	@set -e; for t in $(C_TESTS); do SHMACCEL_WORKER=$(abspath $(WORKER)) $(TEST_WRAPPER) $$t; done
 
-test-py: all deps
+test-py: all deps $(TEST_TOOLS)
 	SHMACCEL_WORKER=$(abspath $(WORKER)) PYTHONPATH=pyshim $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 test: all test-c test-py
@@ -93,18 +101,36 @@ bench: all
 vectorize-report:
 	$(CC) $(CFLAGS_ALL) -O3 -fopt-info-vec-optimized -c src/kernels.c -o /dev/null 2>&1 | sort | uniq -c
 
-# ASan+UBSan: the worker, the C library and the C tests (which drive real workers, so the
-# worker's reports count too: any report fails the run). TSan: the worker under the threaded
-# pytest cases. The in-place extension stays the normal build.
+# ASan+UBSan: the worker, the C library and the C tests, which drive real workers, so the
+# worker's reports count too. TSan: the worker under the threaded pytest cases. Any report
+# fails the run. `make sanitize-py`: the whole pytest suite against the ASan+UBSan worker and
+# extension (a copy of the package in build-asan/py, python with libasan preloaded; leak
+# checks stay with the C tests and `make valgrind`: CPython leaks by design at exit).
 SAN_TESTS := $(patsubst $(BUILD)/%,build-asan/%,$(C_TESTS))
-sanitize: all
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	    EXTRA_LDFLAGS="-fsanitize=address,undefined" build-asan/shmaccel-worker $(SAN_TESTS)
+SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_PY := build-asan/py
+sanitize: all $(TEST_TOOLS)
+	$(MAKE) BUILD=build-asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+	    build-asan/shmaccel-worker $(SAN_TESTS)
 	@set -e; for t in $(SAN_TESTS); do \
 	    SHMACCEL_WORKER=$(abspath build-asan/shmaccel-worker) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $$t; done
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/shmaccel-worker
 	SHMACCEL_WORKER=$(abspath build-tsan/shmaccel-worker) TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 suppressions=$(abspath tests/tsan.supp)" \
 	    PYTHONPATH=pyshim $(PYTHON) -m pytest -q -p no:cacheprovider tests -k "(thread or correctness) and not fairness" $(PYTEST_ARGS)
 
+# The whole pytest suite against the ASan+UBSan worker and extension (not yet part of
+# `make sanitize` and CI: one unexplained abort in a full run is still being chased).
+sanitize-py: all $(TEST_TOOLS)
+	$(MAKE) BUILD=build-asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+	    EXT_DIR=$(SAN_PY)/shmaccel build-asan/shmaccel-worker $(SAN_PY)/shmaccel/_shmaccel$(PY_EXT)
+	cp pyshim/shmaccel/*.py $(SAN_PY)/shmaccel/
+	SHMACCEL_WORKER=$(abspath build-asan/shmaccel-worker) PYTHONPATH=$(SAN_PY) \
+	    LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
 clean:
 	rm -rf build build-asan build-tsan pyshim/shmaccel/_shmaccel*.so
+
+# Further targets, one file per concern (fault injection, fuzzing, ...).
+include $(wildcard mk/*.mk)

@@ -305,8 +305,9 @@ typedef struct sa_worker_info {
 int sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out);
 
 /* Attaches to the pool listening on `socket_path`. Returns 0 and stores the client in *out, or
- * -ENOENT / -ECONNREFUSED when no pool listens there, SA_EFULL, SA_EVERSION, or another
- * negative code; *out is unchanged on error. Blocks for the connect and hello. */
+ * -ENOENT / -ECONNREFUSED when no pool listens there, -EPERM when the listener (SO_PEERCRED)
+ * or the pool refusing us is of another user, SA_EFULL, SA_EVERSION, or another negative
+ * code; *out is unchanged on error. Blocks for the connect and hello. */
 int sa_client_connect(const char *socket_path, sa_client **out);
 
 /* Ends the session without freeing anything: shuts the socket down (the worker reclaims our

@@ -26,10 +26,8 @@ extern char **environ;
 #define REAP_GRACE_MS 2000
 #define REPLY_TIMEOUT_S 10
 
-/* Receives and checks the worker's hello, maps the control segment. Fills c's session fields.
- * Returns 0 or a negative code (nothing mapped then). */
-static int
-hello(sa_client *c)
+int
+sa__client_hello(sa_client *c)
 {
     struct pollfd p = {.fd = c->sock, .events = POLLIN};
     sa_msg msg;
@@ -229,7 +227,7 @@ sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out)
         goto fail;
     }
     atomic_store(&c->child, child);
-    if ((err = hello(c)) < 0) {
+    if ((err = sa__client_hello(c)) < 0) {
         goto fail;
     }
     set_reply_timeout(c->sock);
@@ -253,6 +251,8 @@ sa_client_connect(const char *socket_path, sa_client **out)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     sa_client *c;
+    uint32_t peer_uid;
+    int32_t peer_pid;
     int err, r;
 
     if (strlen(socket_path) >= sizeof(addr.sun_path)) {
@@ -273,7 +273,16 @@ sa_client_connect(const char *socket_path, sa_client **out)
         err = (errno == ECONNREFUSED || errno == ENOENT) ? -ENOENT : SA__ERR(errno);
         goto fail;
     }
-    if ((err = hello(c)) < 0) {
+    /* Before a byte is read or sent: a listener of another user (a socket squatted at the
+     * pool's path) would otherwise receive our arenas, and could hand us its own segment. */
+    if ((err = sa__peer_cred(c->sock, &peer_uid, &peer_pid)) < 0) {
+        goto fail;
+    }
+    if (peer_uid != (uint32_t)geteuid()) {
+        err = -EPERM;
+        goto fail;
+    }
+    if ((err = sa__client_hello(c)) < 0) {
         goto fail;
     }
     set_reply_timeout(c->sock);
@@ -316,9 +325,13 @@ sa__client_check_alive(sa_client *c)
 int
 sa__client_unusable(sa_client *c)
 {
-    if (atomic_load(&c->closed) || atomic_load(&c->forked)
+    int closed = atomic_load(&c->closed);
+    if (atomic_load(&c->forked)
         || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
         return SA_ECLOSED;
+    }
+    if (closed != 0) {
+        return closed == SA__CLOSED_DEAD ? SA_EWORKERDIED : SA_ECLOSED;
     }
     return atomic_load_explicit(&c->dead, memory_order_relaxed) ? SA_EWORKERDIED : 0;
 }
@@ -410,7 +423,10 @@ void
 sa_client_shutdown(sa_client *c)
 {
     int expected = 0;
-    if (!atomic_compare_exchange_strong(&c->closed, &expected, 1)) {
+    /* The verdict is taken once, here: a death noticed after the close (our own shutdown()
+     * below hangs the socket up too) does not turn a closed pool into a dead one. */
+    int how = atomic_load(&c->dead) ? SA__CLOSED_DEAD : SA__CLOSED;
+    if (!atomic_compare_exchange_strong(&c->closed, &expected, how)) {
         return;
     }
     if (atomic_load(&c->forked)) {
@@ -429,7 +445,7 @@ sa_client_forget_after_fork(sa_client *c)
      * c->lock at the fork: take no lock, free nothing, just stop using the parent's session.
      * Closing our copy of the socket does not end the parent's session (it holds its own). */
     atomic_store(&c->forked, 1);
-    atomic_store(&c->closed, 1);
+    atomic_store(&c->closed, SA__CLOSED);
     close(c->sock);
     c->sock = -1;
     if (c->notify_fd >= 0) {

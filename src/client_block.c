@@ -218,6 +218,7 @@ arena_create(sa_client *c, size_t need, sa__carena **out)
         arena_unmap(a);
         return err;
     }
+    sa__fault_point("client-arena-registered");
     c->arenas[id] = a;
     c->narenas++;
     c->mapped += size;

@@ -28,7 +28,7 @@ sem_wait_until(sa_client *c, sem_t *sem, uint64_t deadline_ns)
         struct timespec ts;
 
         if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
-            return SA_ECLOSED;
+            return atomic_load(&c->closed) == SA__CLOSED_DEAD ? SA_EWORKERDIED : SA_ECLOSED;
         }
         if (check_socket ? sa__client_check_alive(c)
                          : atomic_load_explicit(&c->dead, memory_order_relaxed)) {

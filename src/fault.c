@@ -4,6 +4,24 @@
  * protocol. SHMACCEL_FAULT=<point>:sleep=<ms> instead stalls the first thread that reaches
  * the point for that long (once per process), as a preemption at the worst moment would.
  * Unset (the normal case) it costs one pthread_once check per point.
+ *
+ * The points, in protocol order (tests/test_crash_points.py finds every sa__fault_point call
+ * in src/ and walks them all; a new point is covered once it is listed here):
+ *
+ *   client-arena-add         client_block.c  arena created and mapped, ARENA_ADD not yet sent
+ *   worker-arena-add         session.c       ARENA_ADD and its descriptor received, not mapped
+ *   worker-arena-registered  session.c       arena mapped and in the seat, reply not yet sent
+ *   client-arena-registered  client_block.c  worker's reply received, arena not yet in use
+ *   client-slot-claimed      client_req.c    slot FREE -> CLAIMED, no request field written
+ *   client-request-written   client_req.c    request fields written, state not yet SUBMITTED
+ *   client-worker-woken      client_req.c    SUBMITTED, pending bit set, `wake` posted
+ *   worker-slot-claimed      pool.c          slot SUBMITTED -> RUNNING, request not yet read
+ *   worker-chunk-done        pool.c          a chunk's kernel has run, chunk not yet counted
+ *   worker-before-complete   pool.c          counters bumped, status and DONE not yet stored
+ *   worker-after-complete    pool.c          DONE stored, `done` posted, eventfd written
+ *
+ * client-* points fire in the client library (C programs and the Python extension), worker-*
+ * points in shmaccel-worker; a private worker inherits SHMACCEL_FAULT from its client.
  */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -56,6 +56,9 @@ sa__cpu_relax(void)
  * SIGBUS later. `tag` goes into the name ("ctl", "arena"). Returns the descriptor (CLOEXEC)
  * or a negative code; nothing is left behind on error. */
 int sa__shm_create(const char *tag, size_t size);
+/* shm.c: a memfd of `size` bytes, reserved, mode 0600, sealed against shrinking and growing
+ * (a client that holds it cannot make the worker fault). Returns the fd or a negative code. */
+int sa__shm_create_sealed(const char *tag, size_t size);
 /* Maps `size` bytes of `fd` read-write shared. Returns 0 and *out, or a negative code. */
 int sa__shm_map(int fd, size_t size, void **out);
 /* Size of the object behind `fd` from fstat; never from shared memory. */
@@ -78,6 +81,13 @@ int sa__peer_cred(int sock, uint32_t *uid, int32_t *pid);
 typedef void (*sa__kernel_fn)(const void *in, void *out, size_t n);
 /* The kernel for (op, dtype), or NULL when either is invalid. */
 sa__kernel_fn sa__kernel(uint32_t op, uint32_t dtype);
+
+/* ---- guard.c: SIGBUS from client memory that vanished (a truncated arena) ------------- */
+/* Installs the worker's SIGBUS handler. Returns 0 or a negative code. */
+int sa__guard_install(void);
+/* Runs fn(arg); returns 0, or SA_EFAULT if it touched memory that raised SIGBUS (fn was cut
+ * short at that point). fn must hold no lock and own nothing it could leak when cut short. */
+int sa__guarded(void (*fn)(void *), void *arg);
 
 /* ---- fault.c: crash points for fault-injection tests ---------------------------------- */
 /* Aborts the process if SHMACCEL_FAULT names `point` (read once). */
@@ -128,6 +138,7 @@ typedef struct sa__job {
     size_t chunk_elems;
     size_t next_chunk;        /* guarded by worker.big_lock */
     atomic_size_t chunks_done;
+    atomic_int failed;        /* 0, or the error of a chunk that failed (SA_EFAULT) */
     struct sa__job *next_big; /* in worker.big_jobs, guarded by big_lock */
 } sa__job;
 
@@ -165,6 +176,13 @@ void sa__arena_unref(sa__arena *a);
  * requests in flight are done or `grace_ns` has passed. Returns 0 or a negative code. */
 int sa__serve(sa__worker *w, int listen_fd, int private_fd, int signal_fd,
               void (*on_stop)(int listen_fd), uint64_t grace_ns);
+/* session.c: handles one message `msg` received from the client of seat `s` (attached:
+ * seats[s].sock open), with the descriptor that came with it (`fd`, -1 for none; always
+ * consumed: kept or closed). Answers on the seat's socket when the message type asks for a
+ * reply (ARENA_ADD; blocks up to the socket's send limit). Returns 0, or a negative code when
+ * the session must end (malformed message, reply not sent): the caller then detaches the
+ * seat. Called by the session thread only (sa__serve's loop, and the protocol fuzzer). */
+int sa__session_handle(sa__worker *w, uint32_t s, const sa_msg *msg, int fd);
 
 /* ---- client (client.c, client_block.c, client_req.c) --------------------------------- */
 #include <sys/types.h>
@@ -202,6 +220,11 @@ typedef struct sa__cslot {
     int abandoned;      /* cancelled while running: refs go when the worker frees the slot */
 } sa__cslot;
 
+/* Values of sa_client.closed. A session closed once its worker was known dead keeps failing
+ * with SA_EWORKERDIED: the default pool closes a dead pool while other threads may still be
+ * calling it, and they must learn that the worker died, not that someone closed the pool. */
+enum { SA__CLOSED = 1, SA__CLOSED_DEAD = 2 };
+
 struct sa_client {
     int sock;
     _Atomic pid_t child;      /* private worker not yet reaped, or -1 */
@@ -213,7 +236,7 @@ struct sa_client {
     uint32_t threads;
     uint32_t max_clients;
     atomic_int dead;          /* worker gone (hang-up seen) */
-    atomic_int closed;        /* sa_client_shutdown called */
+    atomic_int closed;        /* 0, or SA__CLOSED(_DEAD) once sa_client_shutdown ran */
     atomic_int forked;        /* this is a forked child's copy: touch nothing shared */
     atomic_uint refs;         /* 1 for the owner + 1 per live block */
     atomic_uint_least64_t latency_ns; /* moving average of completion times (sa_wait) */
@@ -228,10 +251,16 @@ struct sa_client {
     sa__cslot slots[SA_SLOTS_PER_CLIENT];
 };
 
+/* client.c: receives the worker's HELLO on c->sock (waiting up to 10 s) and checks it and the
+ * control segment's header against the segment's fstat size, then maps the segment and fills
+ * c's session fields (ctl, ctl_size, seat, area, max_clients, worker_pid, threads). Returns 0,
+ * or a negative code with nothing mapped and the received descriptor closed (the worker's
+ * refusal: its status). Used by spawn and connect, and by the protocol fuzzer. */
+int sa__client_hello(sa_client *c);
 /* client.c: drops a reference on the client; frees it (and unmaps everything) with the last. */
 void sa__client_unref(sa_client *c);
-/* client.c: SA_ECLOSED (closed, forked or pool stopping), SA_EWORKERDIED (hang-up seen),
- * or 0 when the client may start a request. Flags only: no syscall. */
+/* client.c: SA_ECLOSED (closed, forked or pool stopping), SA_EWORKERDIED (hang-up seen, or
+ * closed after it), or 0 when the client may start a request. Flags only: no syscall. */
 int sa__client_unusable(sa_client *c);
 /* client.c: marks the worker dead if the session socket hung up. Returns 1 if dead. */
 int sa__client_check_alive(sa_client *c);

@@ -164,30 +164,56 @@ serve_new_requests(sa__worker *w)
     return sa__now_ns() - t0;
 }
 
-/* Runs chunk `idx` of `job`; completes the job if it was the last one outstanding. */
+/* One chunk's kernel work, cut into slices with new requests served in between. */
+typedef struct chunk_work {
+    sa__worker *w;
+    sa__job *job;
+    const char *in;
+    char *out;
+    size_t n;
+    uint64_t elsewhere; /* ns spent serving other requests */
+} chunk_work;
+
+static void
+run_slices(void *arg)
+{
+    chunk_work *c = arg;
+    size_t itemsize = c->job->itemsize;
+    /* A call served in the middle of another runs straight through: one level only. */
+    size_t slice = tl_serving_new ? c->n : SLICE_BYTES / itemsize;
+    for (size_t done = 0;;) {
+        size_t m = c->n - done < slice ? c->n - done : slice;
+        c->job->kernel(c->in + done * itemsize, c->out + done * itemsize, m);
+        done += m;
+        if (done == c->n) {
+            break;
+        }
+        c->elsewhere += serve_new_requests(c->w);
+    }
+}
+
+/* Runs chunk `idx` of `job`; completes the job if it was the last one outstanding. A chunk
+ * whose client memory vanished (SIGBUS: the client truncated its arena) fails the whole
+ * request with SA_EFAULT; its remaining chunks are skipped. */
 static void
 run_chunk(sa__worker *w, sa__job *job, size_t idx)
 {
     size_t first = idx * job->chunk_elems;
-    size_t n = job->chunk_elems;
-    if (first + n > job->req.count) {
-        n = (size_t)job->req.count - first;
+    chunk_work c = {.w = w, .job = job, .n = job->chunk_elems};
+    if (first + c.n > job->req.count) {
+        c.n = (size_t)job->req.count - first;
     }
-    const char *in = job->in_arena->base + job->req.in_offset + first * job->itemsize;
-    char *out = job->out_arena->base + job->req.out_offset + first * job->itemsize;
-    /* A call served in the middle of another runs straight through: one level only. */
-    size_t slice = tl_serving_new ? n : SLICE_BYTES / job->itemsize;
-    uint64_t t0 = sa__now_ns(), elsewhere = 0;
-    for (size_t done = 0;;) {
-        size_t m = n - done < slice ? n - done : slice;
-        job->kernel(in + done * job->itemsize, out + done * job->itemsize, m);
-        done += m;
-        if (done == n) {
-            break;
+    c.in = job->in_arena->base + job->req.in_offset + first * job->itemsize;
+    c.out = job->out_arena->base + job->req.out_offset + first * job->itemsize;
+    uint64_t t0 = sa__now_ns();
+    if (atomic_load_explicit(&job->failed, memory_order_relaxed) == 0) {
+        int err = sa__guarded(run_slices, &c);
+        int ok = 0;
+        if (err < 0) {
+            atomic_compare_exchange_strong(&job->failed, &ok, err);
         }
-        elsewhere += serve_new_requests(w);
     }
-    atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0 - elsewhere,
+    atomic_fetch_add_explicit(&w->ctl->busy_ns, sa__now_ns() - t0 - c.elsewhere,
                               memory_order_relaxed);
     sa__fault_point("worker-chunk-done");
     /* acq_rel: the thread that sees the last count also sees every other chunk's writes, and
@@ -196,7 +222,7 @@ run_chunk(sa__worker *w, sa__job *job, size_t idx)
      * for the next request. */
     size_t nchunks = job->nchunks;
     if (atomic_fetch_add_explicit(&job->chunks_done, 1, memory_order_acq_rel) + 1 == nchunks) {
-        complete(w, job, 0);
+        complete(w, job, atomic_load_explicit(&job->failed, memory_order_relaxed));
     }
 }
 
@@ -316,6 +342,7 @@ claim_from_seat(sa__worker *w, uint32_t seat_idx)
             job->word = running;
             job->seat = seat_idx;
             job->slot = i;
+            sa__fault_point("worker-slot-claimed");
             return job;
         }
         atomic_store(&job->busy, 0);
@@ -364,6 +391,7 @@ run_job(sa__worker *w, sa__job *job)
     }
     job->next_chunk = 0;
     atomic_store_explicit(&job->chunks_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&job->failed, 0, memory_order_relaxed);
     if (job->nchunks == 1) {
         run_chunk(w, job, 0);
         return;

@@ -2,7 +2,8 @@
  *
  * Segments are created under an unguessable name and unlinked as soon as the descriptor is
  * open: descriptors travel over the session socket, so no name needs to outlive its creation
- * and nothing can be left in /dev/shm whichever process dies.
+ * and nothing can be left in /dev/shm whichever process dies. The worker's control segment
+ * is a sealed memfd instead: every client holds its descriptor, and none may resize it.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -71,6 +72,39 @@ sa__shm_create(const char *tag, size_t size)
             err = (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
             goto fail;
         }
+    }
+    return fd;
+
+fail:
+    close(fd);
+    return err;
+}
+
+int
+sa__shm_create_sealed(const char *tag, size_t size)
+{
+    char name[64];
+    int fd, err;
+
+    snprintf(name, sizeof(name), "shmaccel-%s", tag);
+    fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        return SA__ERR(errno);
+    }
+    if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) {
+        err = SA__ERR(errno);
+        goto fail;
+    }
+    do {
+        err = posix_fallocate(fd, 0, (off_t)size);
+    } while (err == EINTR);
+    if (err != 0) {
+        err = (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
+        goto fail;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        err = SA__ERR(errno);
+        goto fail;
     }
     return fd;
 

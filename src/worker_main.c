@@ -55,7 +55,7 @@ control_create(sa__worker *w)
     int err;
 
     w->ctl_size = sa_control_size(w->max_clients);
-    w->ctl_fd = sa__shm_create("ctl", w->ctl_size);
+    w->ctl_fd = sa__shm_create_sealed("ctl", w->ctl_size);
     if (w->ctl_fd < 0) {
         return w->ctl_fd;
     }
@@ -96,18 +96,54 @@ stop_listening(int listen_fd)
     }
 }
 
-/* Binds the named pool's socket. A socket left by a dead pool is replaced; one that still
- * answers belongs to a live pool and is an error (-EADDRINUSE). */
+/* Why `path` may not be our runtime directory (want_dir) or be replaced by our socket, as the
+ * end of a sentence "it ...", written to buf; NULL when it may (or does not exist). */
+static const char *
+path_problem(const char *path, int want_dir, char *buf, size_t len)
+{
+    const char *kind = want_dir ? "directory" : "socket";
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT) {
+            return NULL;
+        }
+        snprintf(buf, len, "cannot be examined (%s)", strerror(errno));
+    } else if (S_ISLNK(st.st_mode)) {
+        snprintf(buf, len, "is a symbolic link, not a %s", kind);
+    } else if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISSOCK(st.st_mode)) {
+        snprintf(buf, len, "is not a %s", kind);
+    } else if (st.st_uid != getuid()) {
+        snprintf(buf, len, "is owned by uid %u, not by uid %u (this process)",
+                 (unsigned)st.st_uid, (unsigned)getuid());
+    } else if (want_dir && (st.st_mode & 0077) != 0) {
+        snprintf(buf, len, "has mode %04o: open to other users (it must be 0700)",
+                 (unsigned)(st.st_mode & 07777));
+    } else {
+        return NULL;
+    }
+    return buf;
+}
+
+/* Binds the named pool's socket. A socket of ours left by a dead pool is replaced; one that
+ * still answers belongs to a live pool and is an error (-EADDRINUSE). Anything else at the
+ * path (a file, a link, another user's socket) was put there by someone else: it is reported
+ * and left in place (-EEXIST), never removed. */
 static int
 listen_named(const char *name, char *path, size_t path_len)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    char dir[256];
+    char dir[256], why[128];
     int fd = -1, err;
 
     if ((err = sa_runtime_dir(dir, sizeof(dir), 1)) < 0) {
-        fprintf(stderr, "shmaccel-worker: runtime directory %s unusable: %s\n", dir,
-                sa_strerror(err));
+        if (err == -EPERM && path_problem(dir, 1, why, sizeof(why)) != NULL) {
+            fprintf(stderr, "shmaccel-worker: refusing to use the runtime directory %s: it %s\n",
+                    dir, why);
+        } else {
+            fprintf(stderr, "shmaccel-worker: runtime directory %s unusable: %s\n", dir,
+                    sa_strerror(err));
+        }
         return err;
     }
     if ((err = sa_pool_socket_path(name, path, path_len)) < 0) {
@@ -115,6 +151,11 @@ listen_named(const char *name, char *path, size_t path_len)
     }
     if (strlen(path) >= sizeof(addr.sun_path)) {
         return -ENAMETOOLONG;
+    }
+    /* Checked before connecting: a squatter listening there must not pass for a live pool. */
+    if (path_problem(path, 0, why, sizeof(why)) != NULL) {
+        fprintf(stderr, "shmaccel-worker: refusing to replace %s: it %s\n", path, why);
+        return -EEXIST;
     }
     strcpy(addr.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -208,6 +249,10 @@ main(int argc, char **argv)
      * SIGINT altogether: Ctrl-C is meant for its owner, who turns it into KeyboardInterrupt
      * and keeps using the pool. A dead peer must give EPIPE, never SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
+    if ((err = sa__guard_install()) < 0) {
+        fprintf(stderr, "shmaccel-worker: SIGBUS handler: %s\n", sa_strerror(err));
+        goto out;
+    }
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     if (w.private_mode) {

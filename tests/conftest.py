@@ -10,6 +10,7 @@ session no worker started by this session may remain at all.
 import array
 import contextlib
 import gc
+import json
 import math
 import os
 import random
@@ -914,3 +915,77 @@ def busy_array(pool, min_call_seconds=0.015, max_bytes=1 << 30):
             return data, seconds
         del data
         n *= 4
+
+
+# ------------------------------------------------------------------------------------------------
+# named pools started with scripts/shmaccel-pool, as a user would
+
+CLI = ROOT / "scripts" / "shmaccel-pool"
+
+
+def cli(*args, timeout=30):
+    return subprocess.run(
+        [sys.executable, str(CLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
+
+
+def pool_status(name):
+    result = cli("status", name, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    return row
+
+
+@dataclass
+class CliPool:
+    name: str
+    pid: int
+    log_path: Path
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def pool_threads():
+    """At least two, so that big requests are split into chunks shared by the threads."""
+    return min(4, max(2, len(os.sched_getaffinity(0))))
+
+
+@pytest.fixture
+def cli_pool(tmp_path):
+    """A named pool started with `shmaccel-pool start`; stopped at teardown, pass or fail
+    (killed if it does not stop), and its socket removed."""
+    name = unique_name("cli")
+    log_path = tmp_path / "pool.log"
+    pid = None
+    try:
+        started = cli(
+            "start", name, "--threads", str(pool_threads()), "--log", str(log_path)
+        )
+        assert started.returncode == 0, started.stderr
+        pid = int(started.stdout.strip())
+        yield CliPool(name, pid, log_path)
+    finally:
+        cli("stop", name, "--timeout", "10")
+        if pid is not None:
+            if running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not running(pid), 5)
+        for entry in runtime_entries(name):
+            with contextlib.suppress(OSError):
+                (runtime_dir() / entry).unlink()
+
+
+def running(pid):
+    """pid runs and is not a zombie. The pool's worker is not our child (start detaches it):
+    once dead it is only a zombie waiting for its new parent, which counts as gone."""
+    proc = read_proc(pid)
+    return proc is not None and proc.state not in ("Z", "X")

@@ -7,28 +7,7 @@ the generous overall deadline, not by an assertion on latency (scripts/bench_fai
 measures the latencies).
 """
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-
-from conftest import (
-    ROOT,
-    child_env,
-    read_proc,
-    runtime_dir,
-    runtime_entries,
-    unique_name,
-    wait_until,
-)
-
-CLI = ROOT / "scripts" / "shmaccel-pool"
+from conftest import pool_status, wait_until
 
 CLIENTS = 8
 THREADS_PER_CLIENT = 16
@@ -41,74 +20,6 @@ FLOOD_ELEMENTS = 4_000_000
 LIGHT_CALLS = 200
 LIGHT_ELEMENTS = 1000
 LIGHT_DEADLINE_S = 60.0
-
-
-def cli(*args, timeout=30):
-    return subprocess.run(
-        [sys.executable, str(CLI), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
-    )
-
-
-def pool_status(name):
-    result = cli("status", name, "--json")
-    assert result.returncode == 0, result.stderr
-    (row,) = json.loads(result.stdout)
-    return row
-
-
-@dataclass
-class CliPool:
-    name: str
-    pid: int
-    log_path: Path
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-
-def pool_threads():
-    """At least two, so that big requests are split into chunks shared by the threads."""
-    return min(4, max(2, len(os.sched_getaffinity(0))))
-
-
-@pytest.fixture
-def cli_pool(tmp_path):
-    """A named pool started with `shmaccel-pool start`; stopped at teardown, pass or fail
-    (killed if it does not stop), and its socket removed."""
-    name = unique_name("fairness")
-    log_path = tmp_path / "pool.log"
-    pid = None
-    try:
-        started = cli(
-            "start", name, "--threads", str(pool_threads()), "--log", str(log_path)
-        )
-        assert started.returncode == 0, started.stderr
-        pid = int(started.stdout.strip())
-        yield CliPool(name, pid, log_path)
-    finally:
-        cli("stop", name, "--timeout", "10")
-        if pid is not None:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not running(pid), 5)
-        for entry in runtime_entries(name):
-            with contextlib.suppress(OSError):
-                (runtime_dir() / entry).unlink()
-
-
-def running(pid):
-    """pid runs and is not a zombie. The pool's worker is not our child (start detaches it):
-    once dead it is only a zombie waiting for its new parent, which counts as gone."""
-    proc = read_proc(pid)
-    return proc is not None and proc.state not in ("Z", "X")
 
 
 def fields(line):

@@ -43,8 +43,15 @@ class Dispatcher:
                 self._in_flight[id(pending)] = (pending, deliver)
             else:
                 self._queued.append((pending, deliver))
-        if not pending.submitted or pending.poll():
-            self.service()  # queued, or already finished (empty input): settle now
+        try:
+            settle_now = not pending.submitted or pending.poll()
+        except BaseException:
+            # Already failed (the worker died, the pool was closed): the error reaches deliver
+            # through service() like any other, once; raising it here as well would settle
+            # the caller's future a second time when service() polls the request again.
+            settle_now = True
+        if settle_now:
+            self.service()  # queued, finished or failed already: settle now
 
     def attach_loop(self, loop: Any) -> None:
         """Let `loop` service completions itself, from the eventfd (once per loop)."""

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -34,11 +35,18 @@ class UsageError(Exception):
     """Bad usage: exit status 2."""
 
 
+class Refused(Exception):
+    """A runtime directory or socket path that is not ours to use: exit status 1."""
+
+
 def socket_path(name: str) -> Path:
     try:
         return Path(_shmaccel.pool_socket_path(name))
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
+    except PermissionError:
+        check_runtime_dir(runtime_dir())  # says why the directory was refused
+        raise
 
 
 def runtime_dir() -> Path:
@@ -47,8 +55,56 @@ def runtime_dir() -> Path:
         f"/tmp/shmaccel-{os.getuid()}")
 
 
+def path_problem(path: Path, want_dir: bool) -> str | None:
+    """Why path may not be our runtime directory (want_dir) or be replaced by our socket, as
+    the end of a sentence "it ...", or None when it may (or does not exist). The same checks
+    as the worker's: whoever controls either could swap our socket for theirs."""
+    kind = "directory" if want_dir else "socket"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be examined ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"is a symbolic link, not a {kind}"
+    if not (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISSOCK(st.st_mode)):
+        return f"is not a {kind}"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by uid {os.getuid()} (you)"
+    if want_dir and st.st_mode & 0o077:
+        return f"has mode {stat.S_IMODE(st.st_mode):04o}: open to other users (it must be 0700)"
+    return None
+
+
+def check_runtime_dir(directory: Path) -> None:
+    """Raises Refused if directory exists but is not a private directory of ours."""
+    problem = path_problem(directory, want_dir=True)
+    if problem is not None:
+        raise Refused(f"refusing to use the runtime directory {directory}: it {problem}")
+
+
+def claim_runtime_dir(directory: Path) -> None:
+    """Creates directory 0700 (whatever the umask) unless it exists; Refused if it is not ours."""
+    try:
+        os.mkdir(directory, 0o700)  # the umask can only remove bits
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise Refused(f"cannot create the runtime directory {directory}: {e.strerror}") from None
+    check_runtime_dir(directory)
+
+
+def check_socket_path(path: Path) -> None:
+    """Raises Refused if something other than a socket of ours sits at path."""
+    problem = path_problem(path, want_dir=False)
+    if problem is not None:
+        raise Refused(f"refusing to replace {path}: it {problem}")
+
+
 def pool_pid(path: Path) -> int | None:
-    """The pid of the live pool listening on path (from SO_PEERCRED), or None."""
+    """The pid of the live pool of ours listening on path (from SO_PEERCRED), or None. A
+    listener of another user is no pool of ours, and never gets signalled by stop."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2.0)
         try:
@@ -56,7 +112,8 @@ def pool_pid(path: Path) -> int | None:
         except OSError:
             return None
         creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[0]
+        pid, uid, _ = struct.unpack("3i", creds)
+        return pid if uid == os.geteuid() else None
 
 
 def pid_running(pid: int) -> bool:
@@ -69,6 +126,9 @@ def pid_running(pid: int) -> bool:
 
 def cmd_start(args: argparse.Namespace) -> int:
     path = socket_path(args.name)
+    # Before any file is written there: the default log lives in this directory too.
+    claim_runtime_dir(path.parent)
+    check_socket_path(path)
     pid = pool_pid(path)
     if pid is not None:
         print(f"shmaccel-pool: a pool named {args.name!r} is already running (pid {pid})",
@@ -81,11 +141,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         cmd += ["--max-clients", str(args.max_clients)]
     if args.foreground:
         os.execv(cmd[0], cmd)  # the worker itself handles SIGINT and SIGTERM
-    log_path = Path(args.log) if args.log else runtime_dir() / f"{args.name}.log"
-    # The worker creates the runtime directory (0700) itself; the log may live there.
+    log_path = Path(args.log) if args.log else path.parent / f"{args.name}.log"
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
-    with open(log_path, "ab", buffering=0) as log:
+    # 0600 whatever the umask (which can only remove bits): the log shows the pool's activity.
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with open(log_fd, "ab", buffering=0) as log:
         proc = subprocess.Popen(
             [*cmd, "--ready-fd", str(write_end)],
             pass_fds=(write_end,),
@@ -117,8 +178,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     pid = pool_pid(path)
     if pid is None:
         print(f"shmaccel-pool: no pool named {args.name!r} is running", file=sys.stderr)
-        if path.exists():
-            path.unlink()  # left by a pool that was killed
+        problem = path_problem(path, want_dir=False)
+        if problem is not None:
+            print(f"shmaccel-pool: leaving {path} alone: it {problem}", file=sys.stderr)
+        elif path.exists():
+            path.unlink()  # left by a pool of ours that was killed
         return 1
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
@@ -137,8 +201,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def live_pools() -> list[str]:
-    """Names of the live pools in the runtime directory; stale sockets are skipped."""
+    """Names of the live pools in the runtime directory; stale sockets, and sockets of other
+    users, are skipped."""
     directory = runtime_dir()
+    check_runtime_dir(directory)
     if not directory.is_dir():
         return []
     names = []
@@ -171,7 +237,7 @@ def format_uptime(seconds: float) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.name is not None:
-        socket_path(args.name)  # validates the name
+        check_socket_path(socket_path(args.name))  # validates the name, refuses a squat
         names = [args.name]
     else:
         names = live_pools()
@@ -255,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"shmaccel-pool: {e}", file=sys.stderr)
         return 2
-    except Error as e:
+    except (Refused, Error) as e:
         print(f"shmaccel-pool: {e}", file=sys.stderr)
         return 1
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from . import _shmaccel
 from ._async import Dispatcher
 from ._array import TYPECODES, SharedArray, dtype_name
-from ._errors import PoolClosedError, PoolNotFoundError
+from ._errors import PoolNotFoundError
 from ._worker import worker_path
 
 OPS: tuple[str, ...] = _shmaccel.OPS
@@ -142,8 +142,8 @@ class Pool:
     def _dispatcher(self) -> Dispatcher:
         with self._lock:
             if self._completions is None:
-                if self._client.dead:
-                    raise PoolClosedError("the shmaccel pool is closed")
+                # A closed or dead session refuses the eventfd with its own error
+                # (PoolClosedError, or WorkerDiedError if its worker died): no thread starts.
                 self._completions = Dispatcher(self._client)
             return self._completions
 
