@@ -231,7 +231,7 @@ sa_control_area(sa_control *ctl, uint32_t seat)
  * Client -> worker: ARENA_ADD (arena fd; answered by REPLY), ARENA_DEL (one-way).
  */
 /* sa_submit_ex flags */
-#define SA_SUBMIT_NOTIFY 1u /* also signal the client's notify eventfd on completion */
+#define SA_SUBMIT_NOTIFY 1u /* also signal the client's notify socket on completion */
 
 enum sa_msg_type {
     SA_MSG_HELLO = 1,     /* arg32: seat, arg64: control size, status: 0 or error (no fd then) */
@@ -239,7 +239,7 @@ enum sa_msg_type {
     SA_MSG_ARENA_DEL = 3, /* arg32: arena id; no reply */
     SA_MSG_REPLY = 4,     /* arg32, arg64: echoed from the request; status: result */
     SA_MSG_STOPPING = 5,  /* the pool is stopping; no new requests */
-    SA_MSG_NOTIFY = 6,    /* eventfd attached: signalled on completion of SA_SUBMIT_NOTIFY
+    SA_MSG_NOTIFY = 6,    /* socket attached: signalled on completion of SA_SUBMIT_NOTIFY
                              requests; one-way; once per session (later ones ignored) */
 };
 
@@ -377,14 +377,14 @@ int sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_bloc
               sa_block *out, int64_t wait_ns, sa_ticket *ticket);
 
 /* sa_submit with `flags` (SA_SUBMIT_NOTIFY: when the request completes the worker also adds 1
- * to the eventfd returned by sa_client_notify_fd, which must have been called first). */
+ * a byte to the socket returned by sa_client_notify_fd, which must have been called first). */
 int sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
                  sa_block *out, int64_t wait_ns, uint32_t flags, sa_ticket *ticket);
 
-/* An eventfd (non-blocking, close-on-exec, owned by the client: do not close it) that the
+/* A socket (non-blocking, close-on-exec, owned by the client: do not close it) that the
  * worker signals when a request submitted with SA_SUBMIT_NOTIFY completes, so that many
  * requests can be waited for with one poll()/select()/event loop reader: when it is
- * readable, read it (8 bytes) and check your tickets with sa_wait(c, t, 0). Created and
+ * readable, read what it holds (a byte per completion) and check your tickets with sa_wait(c, t, 0). Created and
  * sent to the worker on the first call (never waiting for it), then returned again. A
  * request completing before the worker has read that message is not signalled, so also
  * check tickets now and then (e.g. every 100 ms). Returns the descriptor or a negative code. */

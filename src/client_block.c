@@ -9,7 +9,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -125,7 +124,7 @@ int
 sa_client_notify_fd(sa_client *c)
 {
     sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_NOTIFY};
-    int fd, err;
+    int fd, err, pair[2];
 
     if ((err = sa__client_unusable(c)) < 0) {
         return err;
@@ -135,20 +134,23 @@ sa_client_notify_fd(sa_client *c)
         fd = c->notify_fd;
         goto out;
     }
-    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (fd < 0) {
+    /* A socket pair, not an eventfd: the worker signals its end with send(MSG_DONTWAIT),
+     * which never blocks whatever the holder of the other end does with its flags. */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) < 0) {
         fd = SA__ERR(errno);
         goto out;
     }
     /* One-way, like ARENA_DEL: registering never waits for the worker. A request that
      * completes before the worker has read this message is simply not signalled; callers
      * look at their tickets now and then anyway (see shmaccel/_async.py). */
-    if ((err = sa__msg_send(c->sock, &msg, fd)) < 0) {
-        close(fd);
+    err = sa__msg_send(c->sock, &msg, pair[1]);
+    close(pair[1]); /* the worker holds its own copy now */
+    if (err < 0) {
+        close(pair[0]);
         fd = err == -EPIPE ? SA_EWORKERDIED : err;
         goto out;
     }
-    c->notify_fd = fd;
+    fd = c->notify_fd = pair[0];
 out:
     pthread_mutex_unlock(&c->lock);
     return fd;

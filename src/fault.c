@@ -18,7 +18,7 @@
  *   worker-slot-claimed      pool.c          slot SUBMITTED -> RUNNING, request not yet read
  *   worker-chunk-done        pool.c          a chunk's kernel has run, chunk not yet counted
  *   worker-before-complete   pool.c          counters bumped, status and DONE not yet stored
- *   worker-after-complete    pool.c          DONE stored, `done` posted, eventfd written
+ *   worker-after-complete    pool.c          DONE stored, `done` posted, notify socket signalled
  *
  * client-* points fire in the client library (C programs and the Python extension), worker-*
  * points in shmaccel-worker; a private worker inherits SHMACCEL_FAULT from its client.

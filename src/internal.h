@@ -115,7 +115,7 @@ typedef struct sa__seat {
                                  between the client's own threads) */
     int sock;                 /* session socket, -1 when the seat is free */
     int detached;             /* 1 after EOF until every slot is FREE again */
-    atomic_int notify_fd;     /* the client's eventfd (SA_MSG_NOTIFY), or -1; closed only when
+    atomic_int notify_fd;     /* the client's notify socket (SA_MSG_NOTIFY), or -1; closed only when
                                  the seat is quiet (no pool thread can be writing it) */
     pthread_mutex_t lock;     /* guards arenas[] */
     sa__arena *arenas[SA__MAX_ARENAS];
@@ -124,7 +124,7 @@ typedef struct sa__seat {
 /* A request being executed: a private copy of a slot's fields plus what the worker derived
  * from them. One per slot, reused; a slot never has two jobs at once. */
 typedef struct sa__job {
-    int notify;               /* signal the seat's notify eventfd on completion */
+    int notify;               /* signal the seat's notify socket on completion */
     atomic_int busy;          /* worker-private: 1 from claim to the last touch in complete().
                                  A client rewriting its state word cannot get a slot run twice. */
     sa_request req;
@@ -242,7 +242,7 @@ struct sa_client {
     atomic_uint_least64_t latency_ns; /* moving average of completion times (sa_wait) */
     atomic_uint_least64_t hangup_checked_ns; /* when sa_client_dead last polled the socket */
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
-    int notify_fd;            /* eventfd registered with the worker, or -1 (under lock) */
+    int notify_fd;            /* our end of the notify socket pair, or -1 (under lock) */
     uint64_t request_seq;     /* sequence number of the last request sent (under lock) */
     _Atomic(sa_block *) deferred; /* blocks freed while the lock was busy (lock-free stack) */
     sa__carena *arenas[SA__MAX_ARENAS];

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -112,11 +113,12 @@ complete(sa__worker *w, sa__job *job, int status)
     if (published) {
         sem_post(&slot->done);
         if (notify) {
-            /* The seat's eventfd stays open while this job counts in seat->jobs. A full
-             * counter (EAGAIN) still reads as readable: nothing is lost. */
+            /* The seat's notify socket stays open while this job counts in seat->jobs.
+             * MSG_DONTWAIT holds for this call whatever flags the client set on the socket,
+             * so no client can make a pool thread block here; a full buffer (EAGAIN) still
+             * reads as readable, and a descriptor that is no socket fails (ENOTSOCK). */
             int fd = atomic_load(&w->seats[seat].notify_fd);
-            uint64_t one = 1;
-            if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+            if (fd >= 0 && send(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
                 /* ignored: the client sees the state word on its next look */
             }
         }

@@ -5,7 +5,7 @@
  * descriptor; it then registers arenas by sending their descriptors. EOF on a client socket
  * means the client is gone: its slots are reclaimed (a running job is marked ABANDONED and
  * freed by the pool thread that finishes it), its arenas unmapped once no job uses them (off
- * this thread) and its eventfd closed once its seat is quiet.
+ * this thread) and its notify socket closed once its seat is quiet.
  */
 #include <poll.h>
 #include <signal.h>
@@ -226,7 +226,7 @@ detach(sa__worker *w, uint32_t s)
     }
 }
 
-/* Closes the eventfds of departed clients whose seats have gone quiet: until then a job the
+/* Closes the notify sockets of departed clients whose seats have gone quiet: until then a job the
  * client left running may still signal it. Returns whether one is still waiting. */
 static int
 close_departed_notify(sa__worker *w)
@@ -339,9 +339,12 @@ sa__session_handle(sa__worker *w, uint32_t s, const sa_msg *msg, int fd)
         break;
     case SA_MSG_NOTIFY: {
         /* One-way: a client must be able to register while the pool is busy or stopped.
-         * A second registration is ignored (the first fd may be in use by pool threads). */
-        int expected = -1;
-        if (fd >= 0 && atomic_compare_exchange_strong(&seat->notify_fd, &expected, fd)) {
+         * A second registration is ignored (the first fd may be in use by pool threads), and
+         * so is anything but a socket (pool threads signal it with send(MSG_DONTWAIT)). */
+        int expected = -1, type = 0;
+        socklen_t len = sizeof(type);
+        if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0
+            && atomic_compare_exchange_strong(&seat->notify_fd, &expected, fd)) {
             fd = -1; /* kept until the seat is reused */
         }
         if (fd >= 0) {

@@ -179,7 +179,7 @@ if not hung:
     restarted["pid"] = shmaccel.default_pool().worker_pid
     restarted["alive"] = os.path.exists(f"/proc/{restarted['pid']}")
     shmaccel.default_pool().close()
-    # A closed session keeps its socket and eventfd until its object is freed (threads may
+    # A closed session keeps its socket and notify socket until its object is freed (threads may
     # still poll them), and the module holds on to its default pool: let it go.
     shmaccel._default = None
     gc.collect()

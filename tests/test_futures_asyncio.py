@@ -1,5 +1,5 @@
 """Many requests in flight: futures settled by one completion thread per pool, asyncio awaits
-completed through the pool's eventfd; volume, every result checked, and failure paths."""
+completed through the pool's notify socket; volume, every result checked, and failure paths."""
 
 import array
 import asyncio

@@ -5,7 +5,8 @@ pool serves new clients afterwards.
 
 The abuses: garbage over its slots and seat fields; valid big requests whose fields a second
 thread rewrites while the worker runs them; semaphores posted without cause (its own and every
-other seat's); and its arena truncated to 0 under a running request, which makes the worker's
+other seat's); a completion socket whose buffer it filled and made blocking (pool threads
+signal it and must never wait on it); and its arena truncated to 0 under a running request, which makes the worker's
 kernel touch pages that no longer exist (SIGBUS: the request must fail alone, with SA_EFAULT).
 """
 
@@ -63,7 +64,7 @@ def fields(line):
     return {k: int(v) for k, v in (item.split("=", 1) for item in line.split()[2:])}
 
 
-@pytest.mark.parametrize("mode", ["garbage", "hammer", "posts", "truncate"])
+@pytest.mark.parametrize("mode", ["garbage", "hammer", "posts", "notify", "truncate"])
 def test_worker_and_neighbour_survive_a_tampering_client(cli_pool, children, mode):
     assert TAMPER_CLIENT.exists(), "build it with: make build/tests/tamper_client"
     socket_path = shmaccel._shmaccel.pool_socket_path(cli_pool.name)
@@ -92,6 +93,12 @@ def test_worker_and_neighbour_survive_a_tampering_client(cli_pool, children, mod
         assert newcomer.square([1.5, -2.0]) == [2.25, 4.0]
     assert wait_until(lambda: pool_status(cli_pool.name)["clients"] == 0, 10), cli_pool.log()
 
+    if mode == "notify":
+        # Its requests asked for a signal on a socket that can take no more: they completed
+        # all the same, and no pool thread was left blocked on the signal.
+        got = fields(report)
+        assert got["filled"] > 0 and got["submitted"] > 0, report
+        assert got["stuck"] == 0 and got["done"] == got["submitted"], report
     if mode == "truncate":
         got = fields(report)
         # The control segment is sealed: the hostile client cannot resize it.

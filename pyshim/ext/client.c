@@ -673,7 +673,7 @@ static PyMethodDef Client_methods[] = {
     {"start_list", (PyCFunction)shim_pending_start_list, METH_VARARGS,
      "start_list(op, seq) -> Pending: like run_list() but returns at once."},
     {"notify_fd", (PyCFunction)Client_notify_fd, METH_NOARGS,
-     "The eventfd that becomes readable when a started request finishes (owned by the client)."},
+     "The socket that becomes readable when a started request finishes (owned by the client)."},
     {"run", (PyCFunction)Client_run, METH_VARARGS,
      "run(op, src, dst, timeout): dst[:] = op(src) in the worker; waits with the GIL released."},
     {"run_list", (PyCFunction)Client_run_list, METH_VARARGS,

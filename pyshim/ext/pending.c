@@ -2,7 +2,7 @@
  *
  * Futures and asyncio keep many requests going at once: each is a Pending, submitted with
  * SA_SUBMIT_NOTIFY as soon as its session has a free slot, and polled without blocking when
- * the session's notify eventfd says something finished. poll() never waits. */
+ * the session's notify socket says something finished. poll() never waits. */
 #include "shim.h"
 
 enum { QUEUED, SUBMITTED, FINISHED, FAILED };

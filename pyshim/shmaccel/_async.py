@@ -2,7 +2,7 @@
 
 Each pool has one Dispatcher. Requests are started in C (Client.start: submitted at once if
 the session has a free slot, queued here if not) and the worker signals the session's
-notify eventfd when one finishes. Whoever sees the eventfd readable, the pool's single
+notify socket when one finishes. Whoever sees the socket readable, the pool's single
 completion thread (waiting in select() with the GIL released) or an asyncio loop that
 registered it with add_reader(), calls service(): it polls the requests in flight, submits
 queued ones as slots free up, and hands results over. The thread also notices a dead worker
@@ -32,6 +32,12 @@ class Dispatcher:
         self._in_flight: dict[int, tuple[Any, Deliver]] = {}
         self._loops: weakref.WeakSet = weakref.WeakSet()
         self._stopping = False
+        # The worker holds the other end: end of file means it is gone (or dropped the
+        # session). From then on the socket is readable for ever, so nobody may wait on it.
+        self._hung_up = False
+        self._wake_r, self._wake_w = os.pipe()  # close() wakes the completion thread here
+        self._wake_fds: tuple[int, ...] = (self._wake_r, self._wake_w)
+        self._thread_closes_wake = False  # close() ran on the completion thread itself
         self._thread = threading.Thread(target=self._run, name="shmaccel-completion",
                                         daemon=True)
         self._thread.start()
@@ -54,16 +60,32 @@ class Dispatcher:
             self.service()  # queued, finished or failed already: settle now
 
     def attach_loop(self, loop: Any) -> None:
-        """Let `loop` service completions itself, from the eventfd (once per loop)."""
-        if loop not in self._loops:
+        """Let `loop` service completions itself, from the notify socket (once per loop)."""
+        if loop not in self._loops and not self._hung_up:
             loop.add_reader(self._fd, self.service)
             self._loops.add(loop)
 
-    def service(self) -> None:
+    def _drain(self) -> None:
+        """Takes the bytes the worker sent (one per completion); notices its hang-up."""
+        if self._hung_up:
+            return
         try:
-            os.read(self._fd, 8)
+            if os.read(self._fd, 4096):
+                return
         except BlockingIOError:
+            return
+        except OSError:
             pass
+        self._hung_up = True
+        for loop in list(self._loops):
+            try:
+                loop.call_soon_threadsafe(loop.remove_reader, self._fd)
+            except RuntimeError:  # a closed loop has no readers left
+                pass
+        self._client.dead  # polls the session socket: a dead worker fails the waits
+
+    def service(self) -> None:
+        self._drain()
         finished = []
         with self._lock:
             for key, (pending, deliver) in list(self._in_flight.items()):
@@ -91,13 +113,16 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stopping:
-            readable = select.select([self._fd], [], [], TICK_S)[0]
+            watched = [self._wake_r] if self._hung_up else [self._wake_r, self._fd]
+            readable = self._fd in select.select(watched, [], [], TICK_S)[0]
             if self._stopping:
                 break
             if not readable and (self._in_flight or self._queued):
                 self._client.dead  # polls the session socket: a dead worker fails the waits
             if readable or self._in_flight or self._queued:
                 self.service()
+        if self._thread_closes_wake:
+            self._close_wake()
 
     def close(self) -> None:
         """Stop the completion thread; requests still tracked fail with the pool's error."""
@@ -107,10 +132,17 @@ class Dispatcher:
                 loop.remove_reader(self._fd)
             except Exception:  # a closed loop has no readers left
                 pass
-        try:
-            os.write(self._fd, (1).to_bytes(8, "little"))
-        except OSError:
-            pass
-        if self._thread is not threading.current_thread():
+        on_thread = self._thread is threading.current_thread()
+        if self._wake_fds and not on_thread:
+            os.write(self._wake_w, b"x")
             self._thread.join(5)
         self.service()
+        if on_thread:
+            self._thread_closes_wake = True  # it leaves its loop when this returns
+        elif not self._thread.is_alive():
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        fds, self._wake_fds = self._wake_fds, ()
+        for fd in fds:
+            os.close(fd)

@@ -142,7 +142,7 @@ class Pool:
     def _dispatcher(self) -> Dispatcher:
         with self._lock:
             if self._completions is None:
-                # A closed or dead session refuses the eventfd with its own error
+                # A closed or dead session refuses the notify socket with its own error
                 # (PoolClosedError, or WorkerDiedError if its worker died): no thread starts.
                 self._completions = Dispatcher(self._client)
             return self._completions
@@ -166,7 +166,7 @@ class Pool:
         return future
 
     async def arun(self, op: str, data: Any, *, out: Any = None) -> Any:
-        """await op(data): completion reaches the event loop through the pool's eventfd."""
+        """await op(data): completion reaches the event loop through the pool's notify socket."""
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         self._dispatcher().attach_loop(loop)

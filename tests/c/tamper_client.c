@@ -11,6 +11,8 @@
  *             arenas, offsets and state words as fast as it can
  *   posts     posts every semaphore it can reach (wake, its slots' and every other seat's
  *             `done` and `slot_free`) without cause
+ *   notify    registers as its completion socket one whose buffer it has filled and made
+ *             blocking, then keeps requests that ask for a signal in flight in every slot
  *   truncate  submits big in-place requests and ftruncate()s the arena to 0 under them, then
  *             grows it back; also tries to resize the control segment
  *
@@ -132,7 +134,7 @@ add_arena(tamperer *t)
 
 /* Writes a valid request into slot i (whatever state it is in) and marks it SUBMITTED. */
 static void
-submit_raw(tamperer *t, uint32_t i, uint32_t op, uint32_t dtype, uint64_t count)
+submit_raw(tamperer *t, uint32_t i, uint32_t op, uint32_t dtype, uint64_t count, uint32_t flags)
 {
     sa_slot *s = &t->area->slots[i];
     uint64_t word = atomic_load(&s->state);
@@ -143,7 +145,7 @@ submit_raw(tamperer *t, uint32_t i, uint32_t op, uint32_t dtype, uint64_t count)
     atomic_store(&s->out_arena, 0);
     atomic_store(&s->in_offset, 0);
     atomic_store(&s->out_offset, 0);
-    atomic_store(&s->flags, 0);
+    atomic_store(&s->flags, flags);
     atomic_store(&s->state, sa_slot_word(sa_slot_word_gen(word), SA_SLOT_SUBMITTED));
     atomic_fetch_or(&t->area->pending, UINT64_C(1) << i);
     sa__announce_submission(t->ctl);
@@ -240,7 +242,7 @@ mode_hammer(tamperer *t, double seconds)
 
     pthread_create(&tid, NULL, hammer_thread, &h);
     while (now_s() < until) {
-        submit_raw(t, 0, SA_OP_SQUARE, SA_FLOAT64, BIG_COUNT);
+        submit_raw(t, 0, SA_OP_SQUARE, SA_FLOAT64, BIG_COUNT, 0);
         submitted++;
         wait_raw(t, 0, 0.05);
     }
@@ -271,6 +273,47 @@ mode_posts(tamperer *t, double seconds)
 }
 
 static void
+mode_notify(tamperer *t, double seconds)
+{
+    sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_NOTIFY};
+    unsigned long submitted = 0, done = 0, stuck = 0;
+    size_t filled = 0;
+    int sv[2];
+    double until = now_s() + seconds;
+
+    /* The worker writes into sv[1]; nobody ever reads sv[0]. */
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        return;
+    }
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    while (write(sv[1], "xxxxxxxxxxxxxxxx", 16) == 16) {
+        filled += 16;
+    }
+    fcntl(sv[1], F_SETFL, 0); /* shared with the worker's copy: its writes would block */
+    if (sa__msg_send(t->sock, &msg, sv[1]) < 0) {
+        return;
+    }
+    while (now_s() < until) {
+        for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
+            submit_raw(t, i, SA_OP_DOUBLE, SA_INT64, 1000, SA_SUBMIT_NOTIFY);
+            submitted++;
+        }
+        for (uint32_t i = 0; i < SA_SLOTS_PER_CLIENT; i++) {
+            if (wait_raw(t, i, 2.0) == 0) {
+                done++;
+            } else {
+                stuck++;
+            }
+            uint64_t word = atomic_load(&t->area->slots[i].state);
+            atomic_store(&t->area->slots[i].state,
+                         sa_slot_word(sa_slot_word_gen(word) + 1, SA_SLOT_FREE));
+        }
+    }
+    printf("tamper notify: filled=%zu submitted=%lu done=%lu stuck=%lu\n", filled, submitted,
+           done, stuck);
+}
+
+static void
 mode_truncate(tamperer *t, double seconds)
 {
     unsigned long rounds = 0, faulted = 0, ok = 0, other = 0, stuck = 0;
@@ -282,7 +325,7 @@ mode_truncate(tamperer *t, double seconds)
         if (ftruncate(t->arena_fd, (off_t)ARENA_BYTES) < 0) {
             break;
         }
-        submit_raw(t, 0, SA_OP_SQUARE, SA_FLOAT64, BIG_COUNT);
+        submit_raw(t, 0, SA_OP_SQUARE, SA_FLOAT64, BIG_COUNT, 0);
         /* Let the worker start, then pull the memory from under it. */
         usleep((useconds_t)(rnd() % 400));
         if (ftruncate(t->arena_fd, 0) < 0) {
@@ -316,7 +359,7 @@ main(int argc, char **argv)
     int err;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: tamper_client SOCKET_PATH garbage|hammer|posts|truncate SECONDS\n");
+        fprintf(stderr, "usage: tamper_client SOCKET_PATH garbage|hammer|posts|notify|truncate SECONDS\n");
         return 2;
     }
     double seconds = atof(argv[3]);
@@ -334,6 +377,8 @@ main(int argc, char **argv)
         mode_hammer(&t, seconds);
     } else if (strcmp(argv[2], "posts") == 0) {
         mode_posts(&t, seconds);
+    } else if (strcmp(argv[2], "notify") == 0) {
+        mode_notify(&t, seconds);
     } else if (strcmp(argv[2], "truncate") == 0) {
         mode_truncate(&t, seconds);
     } else {

@@ -352,6 +352,7 @@ handle_and_check(int client, const sa_msg *msg, int fd)
     int notify_before = atomic_load(&seat->notify_fd);
     struct stat st;
     int have_stat = fd >= 0 && fstat(fd, &st) == 0;
+    int is_socket = have_stat && S_ISSOCK(st.st_mode);
     sa_msg replies[4];
     int ret, nreplies;
 
@@ -399,8 +400,8 @@ handle_and_check(int client, const sa_msg *msg, int fd)
         if (ret != 0 || nreplies != 0) {
             die("NOTIFY must be one-way");
         }
-        if ((notify_before < 0 && fd >= 0) != (atomic_load(&seat->notify_fd) != notify_before)) {
-            die("NOTIFY must register the first descriptor only");
+        if ((notify_before < 0 && is_socket) != (atomic_load(&seat->notify_fd) != notify_before)) {
+            die("NOTIFY must register the first socket only, nothing else");
         }
         return 0;
     default:
