@@ -19,7 +19,7 @@ LIB_SRC := src/errors.c src/dtype.c src/validate.c src/time.c src/fault.c src/sh
            src/paths.c src/client.c src/client_block.c src/client_req.c
 # The worker program: the library's common parts plus the pool.
 WORKER_SRC := src/errors.c src/dtype.c src/validate.c src/time.c src/fault.c src/shm.c \
-              src/sock.c src/paths.c src/kernels.c src/guard.c src/pool.c src/session.c src/worker_main.c
+              src/sock.c src/paths.c src/kernels.c src/guard.c src/pool.c src/session.c src/worker_state.c src/worker_main.c
 EXT_SRC := pyshim/ext/module.c pyshim/ext/block.c pyshim/ext/client.c pyshim/ext/pending.c
 HEADERS := include/shmaccel.h src/internal.h pyshim/ext/shim.h
 

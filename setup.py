@@ -10,7 +10,8 @@ from setuptools.command.build_ext import build_ext
 COMMON = ["src/errors.c", "src/dtype.c", "src/validate.c", "src/time.c", "src/fault.c",
           "src/shm.c", "src/sock.c", "src/paths.c"]
 CLIENT = COMMON + ["src/client.c", "src/client_block.c", "src/client_req.c"]
-WORKER = COMMON + ["src/kernels.c", "src/guard.c", "src/pool.c", "src/session.c", "src/worker_main.c"]
+WORKER = COMMON + ["src/kernels.c", "src/guard.c", "src/pool.c", "src/session.c",
+                    "src/worker_state.c", "src/worker_main.c"]
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-Wall", "-Wextra"]
 
 

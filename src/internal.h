@@ -162,6 +162,14 @@ typedef struct sa__worker {
     atomic_uint active_seats[1024 / 32]; /* bitmap of seats with a live session */
 } sa__worker;
 
+/* worker_state.c: allocates the seats and jobs of a worker whose max_clients, threads and
+ * max_count are set, and creates its control segment. Returns 0 or a negative code; either
+ * way sa__worker_free releases what was made. */
+int sa__worker_init(sa__worker *w);
+/* worker_state.c: closes every session and notify socket, drops every arena, frees the
+ * seats and jobs and unmaps the control segment. Only once the pool threads are joined. */
+void sa__worker_free(sa__worker *w);
+
 /* pool.c: starts w->threads pool threads. Returns 0 or a negative code (none left running). */
 int sa__pool_start(sa__worker *w);
 /* pool.c: asks the pool threads to finish their current jobs and joins them. */

@@ -31,6 +31,24 @@ random_u64(uint64_t *out)
     return 0;
 }
 
+/* Reserves the pages of the first `size` bytes of fd now, so that a full /dev/shm (or memory)
+ * is -ENOMEM here rather than a SIGBUS on first touch. */
+static int
+reserve(int fd, size_t size)
+{
+    int err = 0;
+    if (size == 0) {
+        return 0;
+    }
+    do { /* returns the error number instead of setting errno */
+        err = posix_fallocate(fd, 0, (off_t)size);
+    } while (err == EINTR);
+    if (err != 0) {
+        return (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
+    }
+    return 0;
+}
+
 int
 sa__shm_create(const char *tag, size_t size)
 {
@@ -62,16 +80,8 @@ sa__shm_create(const char *tag, size_t size)
         err = SA__ERR(errno);
         goto fail;
     }
-    if (size > 0) {
-        /* posix_fallocate reserves tmpfs pages now, so a full /dev/shm is -ENOSPC here rather
-         * than a SIGBUS on first touch. It returns the error number instead of setting errno. */
-        do {
-            err = posix_fallocate(fd, 0, (off_t)size);
-        } while (err == EINTR);
-        if (err != 0) {
-            err = (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
-            goto fail;
-        }
+    if ((err = reserve(fd, size)) < 0) {
+        goto fail;
     }
     return fd;
 
@@ -95,11 +105,7 @@ sa__shm_create_sealed(const char *tag, size_t size)
         err = SA__ERR(errno);
         goto fail;
     }
-    do {
-        err = posix_fallocate(fd, 0, (off_t)size);
-    } while (err == EINTR);
-    if (err != 0) {
-        err = (err == ENOSPC || err == EFBIG) ? -ENOMEM : SA__ERR(err);
+    if ((err = reserve(fd, size)) < 0) {
         goto fail;
     }
     if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {

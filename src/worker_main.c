@@ -47,38 +47,6 @@ parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return 0;
 }
 
-/* Creates, maps and initialises the control segment. */
-static int
-control_create(sa__worker *w)
-{
-    void *p;
-    int err;
-
-    w->ctl_size = sa_control_size(w->max_clients);
-    w->ctl_fd = sa__shm_create_sealed("ctl", w->ctl_size);
-    if (w->ctl_fd < 0) {
-        return w->ctl_fd;
-    }
-    if ((err = sa__shm_map(w->ctl_fd, w->ctl_size, &p)) < 0) {
-        return err;
-    }
-    w->ctl = p;
-    /* Fresh tmpfs pages are zero: every slot starts FREE with generation 0. */
-    w->ctl->magic = SA_MAGIC;
-    w->ctl->version = SA_PROTO_VERSION;
-    w->ctl->header_size = sizeof(sa_control);
-    w->ctl->area_size = sizeof(sa_client_area);
-    w->ctl->max_clients = w->max_clients;
-    w->ctl->threads = w->threads;
-    w->ctl->worker_pid = (int32_t)getpid();
-    w->ctl->start_ns = sa__now_ns();
-    w->ctl->max_count = w->max_count;
-    if (sem_init(&w->ctl->wake, 1, 0) < 0) {
-        return SA__ERR(errno);
-    }
-    return 0;
-}
-
 /* The named pool's socket path while it is bound, for stop_listening. */
 static char listen_path[300];
 
@@ -268,21 +236,8 @@ main(int argc, char **argv)
         goto out;
     }
 
-    w.seats = calloc(w.max_clients, sizeof(*w.seats));
-    w.jobs = calloc((size_t)w.max_clients * SA_SLOTS_PER_CLIENT, sizeof(*w.jobs));
-    if (w.seats == NULL || w.jobs == NULL) {
-        fprintf(stderr, "shmaccel-worker: out of memory\n");
-        goto out;
-    }
-    for (uint32_t s = 0; s < w.max_clients; s++) {
-        w.seats[s].sock = -1;
-        atomic_init(&w.seats[s].notify_fd, -1);
-        pthread_mutex_init(&w.seats[s].lock, NULL);
-    }
-    pthread_mutex_init(&w.big_lock, NULL);
-
-    if ((err = control_create(&w)) < 0) {
-        fprintf(stderr, "shmaccel-worker: cannot create control segment: %s\n", sa_strerror(err));
+    if ((err = sa__worker_init(&w)) < 0) {
+        fprintf(stderr, "shmaccel-worker: cannot set up: %s\n", sa_strerror(err));
         goto out;
     }
     if (name != NULL) {
@@ -321,28 +276,8 @@ out:
     if (listen_fd >= 0) {
         close(listen_fd);
     }
-    /* The pool threads are joined: nothing uses the seats any more. Client sessions still
-     * open see hang-up when their sockets close here. */
-    for (uint32_t s = 0; w.seats != NULL && s < w.max_clients; s++) {
-        if (w.seats[s].sock >= 0) {
-            close(w.seats[s].sock);
-        }
-        if (atomic_load(&w.seats[s].notify_fd) >= 0) {
-            close(atomic_load(&w.seats[s].notify_fd));
-        }
-        for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
-            sa__arena_unref(w.seats[s].arenas[id]);
-        }
-        pthread_mutex_destroy(&w.seats[s].lock);
-    }
-    free(w.seats);
-    free(w.jobs);
-    if (w.ctl != NULL) {
-        munmap(w.ctl, w.ctl_size);
-    }
-    if (w.ctl_fd >= 0) {
-        close(w.ctl_fd);
-    }
+    /* The pool threads are joined: nothing uses the seats any more. */
+    sa__worker_free(&w);
     if (signal_fd >= 0) {
         close(signal_fd);
     }

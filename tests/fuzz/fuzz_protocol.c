@@ -97,37 +97,12 @@ die(const char *what)
 static void
 worker_init(void)
 {
-    void *p = NULL;
-    sa__worker *w = &worker;
-
-    w->max_clients = 1;
-    w->threads = 1;
-    w->max_count = SA__DEFAULT_MAX_COUNT;
-    w->seats = calloc(w->max_clients, sizeof(*w->seats));
-    w->jobs = calloc((size_t)w->max_clients * SA_SLOTS_PER_CLIENT, sizeof(*w->jobs));
-    if (w->seats == NULL || w->jobs == NULL) {
-        die("out of memory");
+    worker.max_clients = 1;
+    worker.threads = 1;
+    worker.max_count = SA__DEFAULT_MAX_COUNT;
+    if (sa__worker_init(&worker) < 0) {
+        die("cannot set up the worker");
     }
-    for (uint32_t s = 0; s < w->max_clients; s++) {
-        w->seats[s].sock = -1;
-        atomic_init(&w->seats[s].notify_fd, -1);
-        pthread_mutex_init(&w->seats[s].lock, NULL);
-    }
-    pthread_mutex_init(&w->big_lock, NULL);
-    w->ctl_size = sa_control_size(w->max_clients);
-    w->ctl_fd = sa__shm_create("ctl", w->ctl_size);
-    if (w->ctl_fd < 0 || sa__shm_map(w->ctl_fd, w->ctl_size, &p) < 0) {
-        die("cannot create the control segment");
-    }
-    w->ctl = p;
-    w->ctl->magic = SA_MAGIC;
-    w->ctl->version = SA_PROTO_VERSION;
-    w->ctl->header_size = sizeof(sa_control);
-    w->ctl->area_size = sizeof(sa_client_area);
-    w->ctl->max_clients = w->max_clients;
-    w->ctl->threads = w->threads;
-    w->ctl->worker_pid = (int32_t)getpid();
-    w->ctl->max_count = w->max_count;
 }
 
 /* Seat 0 gets the worker's end of a new session, with the limits attach() sets. */
