@@ -31,6 +31,9 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fuzz_util.h"
+
+const char fuzz_target_name[] = "fuzz_hello";
 
 #define HEADER_AT 33
 #define INPUT_SIZE (HEADER_AT + sizeof(sa_control))
@@ -55,61 +58,6 @@ enum attach {
 #define KIND_SIZE 0x20u
 #define KIND_HEADER 0x40u
 #define KIND_PARTIAL 0x80u
-
-static uint64_t
-le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static uint32_t
-le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-_Noreturn static void
-die(const char *what)
-{
-    fprintf(stderr, "fuzz_hello: %s\n", what);
-    abort();
-}
-
-static int
-open_fd_count(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    if (d == NULL) {
-        die("cannot list /proc/self/fd");
-    }
-    while (readdir(d) != NULL) {
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-/* How many mappings of our fake control segments the process holds. */
-static int
-mapped_segments(void)
-{
-    char line[512];
-    int n = 0;
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL) {
-        die("cannot read /proc/self/maps");
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        n += strstr(line, "/memfd:fuzz-ctl") != NULL;
-    }
-    fclose(f);
-    return n;
-}
 
 /* A control segment of `size` bytes starting with `header` (as much of it as fits). */
 static int
@@ -295,7 +243,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (open_fd_count() != fds_at_rest) {
         die("a descriptor was left open");
     }
-    if (mapped_segments() != 0) {
+    if (memfd_mappings("fuzz-ctl") != 0) {
         die("a control segment was left mapped");
     }
     return 0;

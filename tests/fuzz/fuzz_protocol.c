@@ -36,6 +36,9 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fuzz_util.h"
+
+const char fuzz_target_name[] = "fuzz_protocol";
 
 #define RECORD_SIZE 33
 #define SMALL_MAX (UINT64_C(1) << 20)   /* allocated memfds: up to 1 MiB */
@@ -69,29 +72,6 @@ enum attach {
 #define KIND_ID_MOD 0x80u
 
 static sa__worker worker;
-
-static uint64_t
-le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static uint32_t
-le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-_Noreturn static void
-die(const char *what)
-{
-    fprintf(stderr, "fuzz_protocol: %s\n", what);
-    abort();
-}
 
 /* The worker as worker_main.c builds it: one seat, its control segment, no pool threads. */
 static void
@@ -134,38 +114,6 @@ session_close(void)
         seat->arenas[id] = NULL;
     }
     pthread_mutex_unlock(&seat->lock);
-}
-
-static int
-open_fd_count(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    if (d == NULL) {
-        die("cannot list /proc/self/fd");
-    }
-    while (readdir(d) != NULL) {
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-/* How many mappings of our arenas' memfds the process holds. */
-static int
-mapped_arenas(void)
-{
-    char line[512];
-    int n = 0;
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL) {
-        die("cannot read /proc/self/maps");
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        n += strstr(line, "/memfd:fuzz-arena") != NULL;
-    }
-    fclose(f);
-    return n;
 }
 
 static int
@@ -472,7 +420,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (open_fd_count() != fds_at_rest) {
         die("a descriptor was left open after the session");
     }
-    if (mapped_arenas() != 0) {
+    if (memfd_mappings("fuzz-arena") != 0) {
         die("an arena was left mapped after the session");
     }
     return 0;

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "shmaccel.h"
+
+const char fuzz_target_name[] = "fuzz_validate";
 
 typedef unsigned __int128 u128;
 
@@ -29,22 +32,6 @@ typedef struct validate_case {
     sa_request req;
     uint64_t in_size, out_size, max_count;
 } validate_case;
-
-static uint64_t
-le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static uint32_t
-le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* Element sizes by dtype, written out again rather than taken from sa_dtype_size. */
 static uint64_t
