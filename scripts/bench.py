@@ -51,7 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import machine_info
+from benchlib import machine_info, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SRC = ROOT / "bench"
@@ -1000,16 +1000,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.size < 1:
         parser.error("--size must be positive")
     return args
-
-
-def write_json(results: dict, path: Path) -> None:
-    """Writes through a temporary file, so that an interrupted run leaves no half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def measure_all(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: list[str],

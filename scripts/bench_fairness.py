@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
-import json
 import math
 import os
 import signal
@@ -50,7 +49,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 PYSHIM = ROOT / "pyshim"
 
 sys.path.insert(0, str(PYSHIM))
-from benchlib import machine_info  # noqa: E402
+from benchlib import machine_info, write_json  # noqa: E402
 import shmaccel  # noqa: E402
 from shmaccel._cli import pid_running  # noqa: E402
 
@@ -354,16 +353,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where to write the results "
                              "(default: bench/results/fairness-<host>-<YYYYMMDD-HHMMSS>.json)")
     return parser.parse_args(argv)
-
-
-def write_json(results: dict, path: Path) -> None:
-    """Writes through a temporary file, so that an interrupted run leaves no half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:

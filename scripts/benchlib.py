@@ -1,7 +1,9 @@
-"""What the benchmark scripts share: a description of the machine a run measured."""
+"""What the benchmark scripts share: a description of the machine a run measured, and how
+results are written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -43,3 +45,13 @@ def machine_info() -> dict:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return info
+
+
+def write_json(results: dict, path: Path) -> None:
+    """Writes through a temporary file, so that an interrupted run leaves no half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
