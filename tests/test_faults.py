@@ -8,7 +8,7 @@
    at once: no late result ever reaches another call.
 
 By default the counts are bounded (about 40 s in all on a 2-core machine): `make faults`, and
-`make test` once tests/conftest.py collects this file without SHMACCEL_FAULTS=1.
+`make test`.
 SHMACCEL_SOAK=1 runs the issue's full counts (`make faults-soak`). Each test writes its
 figures under its own name into build/faults-report.json (or $SHMACCEL_FAULTS_REPORT) before
 it asserts, and prints a one-line summary. The assertions are the issue's pass rules; the
