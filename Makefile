@@ -33,7 +33,8 @@ SHLIB := $(BUILD)/libshmaccel.so
 EXT_DIR ?= pyshim/shmaccel
 EXT := $(EXT_DIR)/_shmaccel$(PY_EXT)
 
-.PHONY: all test test-c test-py deps demo bench sanitize sanitize-py clean help vectorize-report
+.PHONY: all test test-c test-py deps demo bench sanitize sanitize-c sanitize-py sanitize-tsan clean help \
+        vectorize-report
 
 all: $(WORKER) $(LIB) $(SHLIB) $(EXT)
 
@@ -42,8 +43,8 @@ help:
 	@echo "make demo      run scripts/demo.py (the main job for a newcomer)"
 	@echo "make test      C tests + pytest (installs pytest if missing)"
 	@echo "make bench     speed against numpy and the C limits (scripts/bench.py)"
-	@echo "make sanitize  C tests against an ASan+UBSan build, TSan worker under threaded pytest"
-	@echo "make sanitize-py  the whole pytest suite against the ASan+UBSan worker and extension"
+	@echo "make sanitize  C tests and the whole pytest suite against ASan+UBSan builds, then the"
+	@echo "               TSan worker under the threaded tests (sanitize-c, -py, -tsan alone)"
 	@echo "make valgrind  the worker under memcheck through test sessions"
 	@echo "make faults    fault-injection tests (make faults-soak: the full counts)"
 	@echo "make fuzz      libFuzzer over validation and the protocol (FUZZ_SECONDS=60)"
@@ -101,33 +102,40 @@ bench: all
 vectorize-report:
 	$(CC) $(CFLAGS_ALL) -O3 -fopt-info-vec-optimized -c src/kernels.c -o /dev/null 2>&1 | sort | uniq -c
 
-# ASan+UBSan: the worker, the C library and the C tests, which drive real workers, so the
-# worker's reports count too. TSan: the worker under the threaded pytest cases. Any report
-# fails the run. `make sanitize-py`: the whole pytest suite against the ASan+UBSan worker and
-# extension (a copy of the package in build-asan/py, python with libasan preloaded; leak
-# checks stay with the C tests and `make valgrind`: CPython leaks by design at exit).
+# `make sanitize` runs three builds one after the other; any sanitizer report fails it:
+#   sanitize-c     ASan+UBSan worker, C library and C tests (which drive real workers, so the
+#                  worker's reports count too), leak checks on;
+#   sanitize-py    the whole pytest suite against the ASan+UBSan worker and extension (a copy
+#                  of the package in build-asan/py, python with libasan preloaded; leak checks
+#                  stay with the C tests and `make valgrind`: CPython leaks by design at exit);
+#   sanitize-tsan  the TSan worker under the threaded and correctness pytest cases.
 SAN_TESTS := $(patsubst $(BUILD)/%,build-asan/%,$(C_TESTS))
 SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_MAKE := $(MAKE) BUILD=build-asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined"
 SAN_PY := build-asan/py
-sanitize: all $(TEST_TOOLS)
-	$(MAKE) BUILD=build-asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
-	    build-asan/shmaccel-worker $(SAN_TESTS)
+
+sanitize:
+	$(MAKE) sanitize-c
+	$(MAKE) sanitize-py
+	$(MAKE) sanitize-tsan
+
+sanitize-c: all
+	$(SAN_MAKE) build-asan/shmaccel-worker $(SAN_TESTS)
 	@set -e; for t in $(SAN_TESTS); do \
 	    SHMACCEL_WORKER=$(abspath build-asan/shmaccel-worker) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $$t; done
-	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/shmaccel-worker
-	SHMACCEL_WORKER=$(abspath build-tsan/shmaccel-worker) TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 suppressions=$(abspath tests/tsan.supp)" \
-	    PYTHONPATH=pyshim $(PYTHON) -m pytest -q -p no:cacheprovider tests -k "(thread or correctness) and not fairness" $(PYTEST_ARGS)
 
-# The whole pytest suite against the ASan+UBSan worker and extension (not yet part of
-# `make sanitize` and CI: one unexplained abort in a full run is still being chased).
-sanitize-py: all $(TEST_TOOLS)
-	$(MAKE) BUILD=build-asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
-	    EXT_DIR=$(SAN_PY)/shmaccel build-asan/shmaccel-worker $(SAN_PY)/shmaccel/_shmaccel$(PY_EXT)
+sanitize-py: all deps $(TEST_TOOLS)
+	$(SAN_MAKE) EXT_DIR=$(SAN_PY)/shmaccel build-asan/shmaccel-worker $(SAN_PY)/shmaccel/_shmaccel$(PY_EXT)
 	cp pyshim/shmaccel/*.py $(SAN_PY)/shmaccel/
 	SHMACCEL_WORKER=$(abspath build-asan/shmaccel-worker) PYTHONPATH=$(SAN_PY) \
 	    LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+sanitize-tsan: all deps
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/shmaccel-worker
+	SHMACCEL_WORKER=$(abspath build-tsan/shmaccel-worker) TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 suppressions=$(abspath tests/tsan.supp)" \
+	    PYTHONPATH=pyshim $(PYTHON) -m pytest -q -p no:cacheprovider tests -k "(thread or correctness) and not fairness" $(PYTEST_ARGS)
 
 clean:
 	rm -rf build build-asan build-tsan pyshim/shmaccel/_shmaccel*.so

@@ -351,6 +351,13 @@ int sa_client_seats(sa_client *c, sa_seat_info *out, uint32_t max);
  * the caller. Returns 0 and stores it in *out, or -ENOMEM (arena space: /dev/shm full),
  * SA_EWORKERDIED, or another negative code. May block on a socket round trip to the worker. */
 int sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out);
+/* sa_block_alloc waiting at most `wait_ns` (-1: up to the 10 s reply limit) for the arena
+ * lock and for the worker to accept a new arena; returns -ETIMEDOUT past it (a stopped or
+ * wedged worker: nothing is lost, a later call retries) or -EINTR when a signal interrupted
+ * the wait for the worker's reply. Example:
+ *     sa_block *b;
+ *     int err = sa_block_alloc_wait(c, 1 << 20, 500000000, &b); // 0.5 s */
+int sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out);
 /* Adds a reference. */
 void sa_block_ref(sa_block *b);
 /* Drops a reference; the memory returns to its arena with the last one. */

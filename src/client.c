@@ -24,7 +24,6 @@ extern char **environ;
 
 #define HELLO_TIMEOUT_MS 10000
 #define REAP_GRACE_MS 2000
-#define REPLY_TIMEOUT_S 10
 
 int
 sa__client_hello(sa_client *c)
@@ -106,7 +105,7 @@ fail:
 static void
 set_reply_timeout(int sock)
 {
-    struct timeval limit = {.tv_sec = REPLY_TIMEOUT_S, .tv_usec = 0};
+    struct timeval limit = {.tv_sec = SA__REPLY_TIMEOUT_S, .tv_usec = 0};
     setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
 }
 

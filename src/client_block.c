@@ -7,6 +7,8 @@
  * while the total stays under a cache limit, and released (unmapped here, dropped by the
  * worker) beyond it.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -82,30 +84,47 @@ extent_take(sa__carena *a, size_t length)
     return SIZE_MAX;
 }
 
-/* Sends a request and waits for its reply, under c->lock. Returns the reply's status,
- * -ETIMEDOUT when the worker did not answer in time (the session goes on: the late reply,
- * recognised by its sequence number, is skipped by the next request), SA_EWORKERDIED. */
+/* Waits until the session socket has something to read, at most until `deadline_ns` and
+ * never longer than the reply limit. 0, -ETIMEDOUT (also when the deadline has passed and
+ * nothing is there), -EINTR (a signal: the caller's chance to run its handlers). */
 static int
-request(sa_client *c, sa_msg *msg, int fd)
+reply_ready(int sock, uint64_t deadline_ns)
+{
+    struct pollfd p = {.fd = sock, .events = POLLIN};
+    uint64_t now = sa__now_ns(), limit = now + (uint64_t)SA__REPLY_TIMEOUT_S * 1000000000u;
+    uint64_t until = deadline_ns < limit ? deadline_ns : limit;
+    int ms = until <= now ? 0 : (int)((until - now + 999999) / 1000000);
+    int r = poll(&p, 1, ms);
+    if (r < 0) {
+        return errno == EINTR ? -EINTR : SA__ERR(errno);
+    }
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+/* Reads replies until the one to request `seq` (replies to requests given up on earlier come
+ * first and are skipped) and stores its status. Returns 0, -ETIMEDOUT or -EINTR (the reply
+ * is still to come), SA_EWORKERDIED or SA_EPROTO. Under c->lock. */
+static int
+await_reply(sa_client *c, uint64_t seq, uint64_t deadline_ns, int *status)
 {
     sa_msg reply;
     int rfd = -1, err;
 
-    msg->arg64 = ++c->request_seq;
-    if ((err = sa__msg_send(c->sock, msg, fd)) < 0) {
-        atomic_store(&c->dead, 1);
-        return SA_EWORKERDIED;
-    }
     for (;;) {
+        if ((err = reply_ready(c->sock, deadline_ns)) < 0) {
+            return err;
+        }
+        /* Readable: recv does not wait (SO_RCVTIMEO stays as a backstop all the same). */
         if ((err = sa__msg_recv(c->sock, &reply, &rfd)) < 0) {
-            if (err == -EAGAIN || err == -EWOULDBLOCK) {
-                return -ETIMEDOUT; /* SO_RCVTIMEO: a stopped or wedged worker */
+            if (err == -EAGAIN || err == -EWOULDBLOCK || err == -EINTR) {
+                continue;
             }
             atomic_store(&c->dead, 1);
             return SA_EWORKERDIED;
         }
         if (rfd >= 0) {
             close(rfd);
+            rfd = -1;
         }
         if (reply.type == SA_MSG_STOPPING) {
             continue; /* the seat's stopping flag says it too */
@@ -113,11 +132,54 @@ request(sa_client *c, sa_msg *msg, int fd)
         if (reply.type != SA_MSG_REPLY) {
             return SA_EPROTO;
         }
-        if (reply.arg64 == msg->arg64) {
-            return reply.status;
+        if (reply.arg64 == seq) {
+            *status = reply.status;
+            return 0;
         }
-        /* A reply to an earlier request that timed out: skip it. */
     }
+}
+
+/* Waits until `deadline_ns` for the reply to a request given up on earlier, if any. 0 once
+ * none is due; else as await_reply. Under c->lock. */
+static int
+settle_unanswered(sa_client *c, uint64_t deadline_ns)
+{
+    int err, status;
+    if (c->unanswered == 0) {
+        return 0;
+    }
+    if ((err = await_reply(c, c->unanswered, deadline_ns, &status)) < 0) {
+        return err;
+    }
+    c->unanswered = 0; /* its status does not matter: the caller gave up on it */
+    return 0;
+}
+
+/* Sends a request and waits for its reply until `deadline_ns`, under c->lock. Returns the
+ * reply's status, -ETIMEDOUT or -EINTR when the worker did not answer in time (the session
+ * goes on: the late reply, recognised by its sequence number, is awaited by the next request
+ * before it sends anything, so that a stopped worker never has more than one request queued
+ * and the socket never fills), SA_EWORKERDIED. */
+static int
+request(sa_client *c, sa_msg *msg, int fd, uint64_t deadline_ns)
+{
+    int err, status;
+
+    if ((err = settle_unanswered(c, deadline_ns)) < 0) {
+        return err;
+    }
+    msg->arg64 = ++c->request_seq;
+    if ((err = sa__msg_send(c->sock, msg, fd)) < 0) {
+        atomic_store(&c->dead, 1);
+        return SA_EWORKERDIED;
+    }
+    if ((err = await_reply(c, msg->arg64, deadline_ns, &status)) < 0) {
+        if (err == -ETIMEDOUT || err == -EINTR) {
+            c->unanswered = msg->arg64;
+        }
+        return err;
+    }
+    return status;
 }
 
 int
@@ -164,9 +226,10 @@ arena_unmap(sa__carena *a)
     free(a);
 }
 
-/* Creates an arena of at least `need` bytes and registers it. Called with c->lock held. */
+/* Creates an arena of at least `need` bytes and registers it, waiting for the worker's reply
+ * until `deadline_ns` at most. Called with c->lock held. */
 static int
-arena_create(sa_client *c, size_t need, sa__carena **out)
+arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
 {
     sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_ADD};
     sa__carena *a = NULL;
@@ -179,6 +242,11 @@ arena_create(sa_client *c, size_t need, sa__carena **out)
     }
     if (id == SA__MAX_ARENAS) {
         return -ENOMEM;
+    }
+    /* A worker that has not answered our last registration yet is not sent another one (nor
+     * is a segment made and populated for it). */
+    if ((err = settle_unanswered(c, deadline_ns)) < 0) {
+        return err;
     }
     /* Grow geometrically so that a session doing ever larger calls makes few arenas. */
     size = c->mapped < ARENA_GROW_MAX ? (c->mapped > ARENA_MIN_BYTES ? c->mapped : ARENA_MIN_BYTES)
@@ -207,10 +275,10 @@ arena_create(sa_client *c, size_t need, sa__carena **out)
     msg.arg32 = id;
     msg.arg64 = size;
     sa__fault_point("client-arena-add");
-    err = request(c, &msg, fd);
+    err = request(c, &msg, fd, deadline_ns);
     /* The worker holds its own descriptor (or mapping) now; ours is no longer needed. */
     close(fd);
-    if (err == -ETIMEDOUT) {
+    if (err == -ETIMEDOUT || err == -EINTR) {
         /* The worker may still register it when it wakes up: withdraw it behind that, in
          * order on the same socket, so that the id can be reused safely. */
         sa_msg del = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_DEL, .arg32 = id};
@@ -289,14 +357,36 @@ sa__arena_prime(sa_client *c)
     sa__carena *a;
     int err;
     pthread_mutex_lock(&c->lock);
-    err = arena_create(c, 1, &a);
+    err = arena_create(c, 1, UINT64_MAX, &a);
     pthread_mutex_unlock(&c->lock);
     return err;
+}
+
+/* Takes c->lock, waiting until `deadline_ns` at most (another thread may hold it through a
+ * registration with a stopped worker). 0 or -ETIMEDOUT. */
+static int
+lock_until(sa_client *c, uint64_t deadline_ns)
+{
+    struct timespec ts;
+    if (deadline_ns == UINT64_MAX) {
+        pthread_mutex_lock(&c->lock);
+        return 0;
+    }
+    ts.tv_sec = (time_t)(deadline_ns / 1000000000u);
+    ts.tv_nsec = (long)(deadline_ns % 1000000000u);
+    return pthread_mutex_clocklock(&c->lock, CLOCK_MONOTONIC, &ts) == 0 ? 0 : -ETIMEDOUT;
 }
 
 int
 sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
 {
+    return sa_block_alloc_wait(c, nbytes, -1, out);
+}
+
+int
+sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out)
+{
+    uint64_t deadline = wait_ns < 0 ? UINT64_MAX : sa__now_ns() + (uint64_t)wait_ns;
     sa_block *b;
     sa__carena *a = NULL;
     size_t length, offset = SIZE_MAX;
@@ -313,7 +403,10 @@ sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
     if (b == NULL) {
         return -ENOMEM;
     }
-    pthread_mutex_lock(&c->lock);
+    if (lock_until(c, deadline) < 0) {
+        free(b);
+        return -ETIMEDOUT;
+    }
     for (uint32_t id = 0; id < SA__MAX_ARENAS && offset == SIZE_MAX; id++) {
         if (c->arenas[id] != NULL) {
             a = c->arenas[id];
@@ -321,7 +414,7 @@ sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
         }
     }
     if (offset == SIZE_MAX) {
-        err = arena_create(c, length, &a);
+        err = arena_create(c, length, deadline, &a);
         if (err == 0) {
             offset = extent_take(a, length);
         }

@@ -22,6 +22,9 @@
 
 /* Default largest count a worker accepts (elements); a request above it gets SA_ETOOBIG. */
 #define SA__DEFAULT_MAX_COUNT (UINT64_C(1) << 40)
+/* Longest wait for a reply on the session socket (hello, arena registration): a live worker
+ * answers in milliseconds; a stopped or wedged one must not hold the caller for ever. */
+#define SA__REPLY_TIMEOUT_S 10
 
 /* ---- time.c ---------------------------------------------------------------------------- */
 /* CLOCK_MONOTONIC now, in nanoseconds. */
@@ -252,6 +255,7 @@ struct sa_client {
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
     int notify_fd;            /* our end of the notify socket pair, or -1 (under lock) */
     uint64_t request_seq;     /* sequence number of the last request sent (under lock) */
+    uint64_t unanswered;      /* a request given up on whose reply is still due, or 0 */
     _Atomic(sa_block *) deferred; /* blocks freed while the lock was busy (lock-free stack) */
     sa__carena *arenas[SA__MAX_ARENAS];
     uint32_t narenas;

@@ -674,6 +674,10 @@ def test_squatted_name_is_refused_with_a_clear_error_and_left_alone(kind, nobody
         with pytest.raises((shmaccel.PoolNotFoundError, PermissionError)) as refused:
             shmaccel.Pool(name)
         assert time.monotonic() - t0 < 5.0, refused.value
+        if isinstance(refused.value, PermissionError):
+            # Said plainly, not a bare "[Errno 1] Operation not permitted".
+            assert "another user" in str(refused.value) and repr(name) in str(refused.value), \
+                refused.value
         assert_left_alone("Pool(name)")
     finally:
         if spot.squatter is not None:

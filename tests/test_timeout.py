@@ -2,6 +2,9 @@
 on giving correct results afterwards (a late completion never lands in reused memory)."""
 
 import array
+import os
+import signal
+import threading
 import time
 
 import pytest
@@ -87,3 +90,53 @@ def test_generous_timeout_returns_the_result(pool):
     assert pool.square(data, timeout=60).tolist() == [9, 16, 90000 - 65536]
     assert shmaccel.double(data, timeout=60).tolist() == [-6, 8, 600]
     assert pool.double([1.5], timeout=None) == [3.0]
+
+
+# Inputs whose copy (and result) need more memory than the session's first arena holds, so
+# that the call must first get a new arena accepted by the worker: one round trip on the
+# session socket, which a stopped worker never answers.
+def _needs_a_new_arena(kind, n):
+    if kind == "numpy":
+        np = pytest.importorskip("numpy")
+        return np.arange(n, dtype=np.float64)
+    if kind == "array":
+        return array.array("d", bytes(8 * n))
+    return list(range(n))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "array", "list"])
+def test_timeout_also_bounds_getting_memory_from_a_stopped_worker(make_pool, kind):
+    pool = make_pool(threads=1)
+    timeout = 0.3
+    with stopped(pool.worker_pid):
+        for size in (3_000_000, 6_000_000, 12_000_000):  # each needs a larger arena
+            data = _needs_a_new_arena(kind, size)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                pool.double(data, timeout=timeout)
+            elapsed = time.monotonic() - started
+            # Filling a fresh arena's pages takes a little; the worker's 10 s reply limit
+            # (what the call waited for before the fix) is far off.
+            assert elapsed < timeout + 1.5, f"{kind} x {size}: timed out after {elapsed:.2f} s"
+    # The replies the worker owes arrive now and are skipped; the session is whole.
+    n = 3_000_000
+    result = pool.double(_needs_a_new_arena(kind, n), timeout=60)
+    assert len(result) == n and result[1] == (2 if kind != "array" else 0)
+    assert result[n - 1] == (2 * (n - 1) if kind != "array" else 0)
+
+
+def test_ctrl_c_interrupts_waiting_for_a_stopped_worker_to_accept_memory(make_pool):
+    pool = make_pool(threads=1)
+    data = array.array("d", bytes(8 * 4_000_000))
+    with stopped(pool.worker_pid):
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        started = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pool.square(data)  # no timeout: only the signal ends the wait
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"KeyboardInterrupt came {elapsed:.2f} s after the call began"
+    assert pool.square(array.array("d", [3.0]) * 4_000_000, timeout=60)[-1] == 9.0

@@ -132,14 +132,25 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
     return 0;
 }
 
-/* Allocates a block with the GIL released (it may need a round trip to register an arena). */
+/* Allocates a block with the GIL released (it may need a round trip to register an arena),
+ * by `deadline`; runs signal handlers when a signal interrupts that round trip. */
 int
-alloc_block(ClientObject *self, size_t nbytes, sa_block **out)
+alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out)
 {
     int err;
-    Py_BEGIN_ALLOW_THREADS
-    err = sa_block_alloc(self->client, nbytes == 0 ? 1 : nbytes, out);
-    Py_END_ALLOW_THREADS
+    for (;;) {
+        uint64_t now = now_ns();
+        int64_t wait = deadline == UINT64_MAX ? -1 : now >= deadline ? 0 : (int64_t)(deadline - now);
+        Py_BEGIN_ALLOW_THREADS
+        err = sa_block_alloc_wait(self->client, nbytes == 0 ? 1 : nbytes, wait, out);
+        Py_END_ALLOW_THREADS
+        if (err != -EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
     if (err < 0) {
         shim_raise(state_of(self), err);
         return -1;
@@ -264,7 +275,8 @@ Client_info(ClientObject *self, PyObject *unused)
 
 /* ---- blocks ------------------------------------------------------------------------- */
 
-/* alloc(cls, count, dtype, zero) -> instance of cls (a SharedBlock subclass) */
+/* alloc(cls, count, dtype, zero=False, timeout=None) -> instance of cls (a SharedBlock
+ * subclass); TimeoutError when a new arena is not accepted within timeout seconds. */
 static PyObject *
 Client_alloc(ClientObject *self, PyObject *args)
 {
@@ -276,8 +288,12 @@ Client_alloc(ClientObject *self, PyObject *args)
     size_t itemsize, nbytes;
     sa_block *block = NULL;
     BlockObject *obj;
+    PyObject *timeout = Py_None;
+    uint64_t deadline;
 
-    if (!PyArg_ParseTuple(args, "O!ns|p:alloc", &PyType_Type, &cls, &count, &dtype_name, &zero)) {
+    if (!PyArg_ParseTuple(args, "O!ns|pO:alloc", &PyType_Type, &cls, &count, &dtype_name, &zero,
+                          &timeout)
+        || parse_deadline(timeout, &deadline) < 0) {
         return NULL;
     }
     if (!PyType_IsSubtype(cls, st->BlockType)) {
@@ -299,7 +315,7 @@ Client_alloc(ClientObject *self, PyObject *args)
         PyErr_SetString(PyExc_OverflowError, "array too large");
         return NULL;
     }
-    if (!client_usable(self) || alloc_block(self, nbytes, &block) < 0) {
+    if (!client_usable(self) || alloc_block(self, nbytes, deadline, &block) < 0) {
         return NULL;
     }
     if (zero) {
@@ -336,7 +352,8 @@ own_block(ClientObject *self, PyObject *obj)
 }
 
 int
-shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, shim_io *io)
+shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadline,
+                shim_io *io)
 {
     Py_buffer sv = {0};
     BlockObject *src_blk = own_block(self, src), *dst_blk = own_block(self, dst);
@@ -400,7 +417,7 @@ shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, shim_io *io)
         io->in = src_blk->block;
         sa_block_ref(io->in);
     } else {
-        if (alloc_block(self, io->nbytes, &io->in) < 0) {
+        if (alloc_block(self, io->nbytes, deadline, &io->in) < 0) {
             goto out;
         }
         copy_bytes(sa_block_data(io->in), sv.buf, io->nbytes);
@@ -411,7 +428,7 @@ shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, shim_io *io)
     } else if (src_blk == NULL) {
         io->out = io->in; /* compute in place in our private copy, then copy out once */
         sa_block_ref(io->out);
-    } else if (alloc_block(self, io->nbytes, &io->out) < 0) {
+    } else if (alloc_block(self, io->nbytes, deadline, &io->out) < 0) {
         goto out;
     }
     rc = 0;
@@ -462,7 +479,7 @@ Client_run(ClientObject *self, PyObject *args)
         || !client_usable(self)) {
         return NULL;
     }
-    if ((rc = shim_prepare_io(self, src, dst, &io)) != 0) {
+    if ((rc = shim_prepare_io(self, src, dst, deadline, &io)) != 0) {
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     }
     rc = run_request(self, (uint32_t)op, io.dtype, io.count, io.in, io.out, deadline);
@@ -514,7 +531,8 @@ fill_float64(PyObject **items, Py_ssize_t n, double *dst)
 }
 
 int
-shim_prepare_list(ClientObject *self, int op, PyObject *seq, shim_list *lp)
+shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
+                  shim_list *lp)
 {
     PyObject *fast;
     PyObject **items;
@@ -551,7 +569,7 @@ shim_prepare_list(ClientObject *self, int op, PyObject *seq, shim_list *lp)
         Py_DECREF(fast);
         return 1;
     }
-    if (alloc_block(self, (size_t)lp->n * 8, &lp->block) < 0) {
+    if (alloc_block(self, (size_t)lp->n * 8, deadline, &lp->block) < 0) {
         goto fail;
     }
     if (lp->is_float ? fill_float64(items, lp->n, sa_block_data(lp->block))
@@ -610,7 +628,7 @@ Client_run_list(ClientObject *self, PyObject *args)
         || !client_usable(self)) {
         return NULL;
     }
-    if ((rc = shim_prepare_list(self, op, seq, &lp)) != 0) {
+    if ((rc = shim_prepare_list(self, op, seq, deadline, &lp)) != 0) {
         return rc < 0 ? NULL : PyList_New(0);
     }
     if (run_request(self, (uint32_t)op, lp.is_float ? SA_FLOAT64 : SA_INT64, (uint64_t)lp.n,

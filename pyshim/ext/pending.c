@@ -205,7 +205,7 @@ shim_pending_start(ClientObject *client, PyObject *args)
         || (self = pending_new(client, op_obj)) == NULL) {
         return NULL;
     }
-    return pending_begin(self, shim_prepare_io(client, src, dst, &self->io));
+    return pending_begin(self, shim_prepare_io(client, src, dst, UINT64_MAX, &self->io));
 }
 
 PyObject *
@@ -219,7 +219,7 @@ shim_pending_start_list(ClientObject *client, PyObject *args)
         return NULL;
     }
     self->is_list = 1;
-    return pending_begin(self, shim_prepare_list(client, (int)self->op, seq, &self->lp));
+    return pending_begin(self, shim_prepare_list(client, (int)self->op, seq, UINT64_MAX, &self->lp));
 }
 
 static PyMethodDef Pending_methods[] = {

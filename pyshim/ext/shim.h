@@ -55,18 +55,22 @@ extern PyModuleDef shim_module;
 /* client.c: checks src and dst (format, length, writability) and puts them in blocks: our
  * own SharedBlocks as they are, anything else copied in (or copied out by shim_finish_io).
  * Returns 0, 1 when there is nothing to compute (empty), or -1 with an exception set; io
- * holds nothing unless 0 is returned. */
-int shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, shim_io *io);
+ * holds nothing unless 0 is returned. Blocks are allocated by `deadline` (CLOCK_MONOTONIC ns,
+ * UINT64_MAX: none), else TimeoutError. */
+int shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadline,
+                    shim_io *io);
 /* client.c: copies the result out when `success` and a foreign dst was given; releases io. */
 void shim_finish_io(shim_io *io, int success);
 /* client.c: converts a list/tuple (int64, or float64 if any float). Returns 0, 1 when empty,
- * or -1 with TypeError/OverflowError set. */
-int shim_prepare_list(ClientObject *self, int op, PyObject *seq, shim_list *lp);
+ * or -1 with TypeError/OverflowError set (TimeoutError: no block by `deadline`). */
+int shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
+                      shim_list *lp);
 /* client.c: the computed list; shim_list_release: drops the block. */
 PyObject *shim_list_result(const shim_list *lp);
 void shim_list_release(shim_list *lp);
-/* client.c: allocates with the GIL released; -1 with an exception set on error. */
-int alloc_block(ClientObject *self, size_t nbytes, sa_block **out);
+/* client.c: allocates with the GIL released, by `deadline` (UINT64_MAX: none); -1 with an
+ * exception set on error (TimeoutError past the deadline, a signal handler's exception). */
+int alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out);
 
 /* module.c: the module state reached from any of our types or their Python subclasses. */
 shim_state *shim_state_of(PyTypeObject *type);

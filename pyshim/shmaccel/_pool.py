@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 from typing import Any, Callable
@@ -20,6 +21,18 @@ from ._worker import worker_path
 OPS: tuple[str, ...] = _shmaccel.OPS
 
 _live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+
+
+def _deadline(timeout: Any) -> float | None:
+    """time.monotonic() at which `timeout` seconds from now end; None for None."""
+    if timeout is None:
+        return None
+    if not (hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+    secs = float(timeout)
+    if not secs >= 0:
+        raise ValueError("timeout must be None or a number >= 0")
+    return time.monotonic() + secs
 
 
 class Pool:
@@ -40,13 +53,31 @@ class Pool:
                 raise ValueError("threads must be a positive int")
             self._client = _shmaccel.Client(worker=worker_path(), threads=threads or 0)
         else:
-            path = _shmaccel.pool_socket_path(name)
+            try:
+                path = _shmaccel.pool_socket_path(name)
+            except PermissionError as refused:
+                raise PermissionError(
+                    refused.errno,
+                    f"refused to look for shmaccel pool {name!r}: its runtime directory "
+                    f"belongs to another user or is open to others ({refused.strerror}); "
+                    f"check its owner and mode, or choose another XDG_RUNTIME_DIR",
+                ) from None
             try:
                 self._client = _shmaccel.Client(socket=path)
             except PoolNotFoundError:
                 raise PoolNotFoundError(
                     f"no shmaccel pool named {name!r} is running "
                     f"(start one with: shmaccel-pool start {name})"
+                ) from None
+            except PermissionError as refused:
+                # The socket is not ours: another user's listener (refused by SO_PEERCRED) or
+                # a directory we may not enter. Never used, never touched.
+                raise PermissionError(
+                    refused.errno,
+                    f"refused to attach to shmaccel pool {name!r}: {path} belongs to another "
+                    f"user or is not accessible ({refused.strerror}); check its owner, or "
+                    f"choose another XDG_RUNTIME_DIR",
+                    path,
                 ) from None
         info = self._client.info()
         self.worker_pid: int = info["worker_pid"]
@@ -69,15 +100,21 @@ class Pool:
             # The hot path of small calls: both in our arena (checked in C), nothing to plan.
             self._client.run(op, data, out, timeout)
             return out
-        kind, src, dst, make = self._plan(op, data, out)
+        deadline = _deadline(timeout)
+        kind, src, dst, make = self._plan(op, data, out, timeout)
+        if deadline is not None:
+            # What is left of it once the result's memory is there (the C side's clock too).
+            timeout = max(0.0, deadline - time.monotonic())
         if kind == "list":
             return make(self._client.run_list(op, src, timeout))
         self._client.run(op, src, dst, timeout)
         return make(None)
 
-    def _plan(self, op: str, data: Any, out: Any) -> tuple[str, Any, Any, Callable]:
+    def _plan(self, op: str, data: Any, out: Any,
+              timeout: float | None = None) -> tuple[str, Any, Any, Callable]:
         """How to compute op(data): ("list", seq, None, make) or ("buffer", src, dst, make),
-        where make(list_or_None) builds the result once the worker is done."""
+        where make(list_or_None) builds the result once the worker is done. Memory for the
+        result is allocated within `timeout` (a stopped worker may have to accept a new arena)."""
         client = self._client
         if isinstance(data, (list, tuple)):
             if out is None:
@@ -85,7 +122,7 @@ class Pool:
             return "list", data, None, lambda values: _store_list(values, out)
         if isinstance(data, SharedArray) and data._client is client:
             if out is None:
-                out = client.alloc(SharedArray, len(data), data.dtype)
+                out = client.alloc(SharedArray, len(data), data.dtype, False, timeout)
             return "buffer", data, out, lambda _: out
         if isinstance(data, array.array):
             if out is None:
@@ -100,7 +137,7 @@ class Pool:
                 return "buffer", src, out, lambda _: out
             # The result lives in the arena: the worker writes it there and numpy views it,
             # so it is never copied out.
-            result = client.alloc(SharedArray, src.size, src.dtype.name)
+            result = client.alloc(SharedArray, src.size, src.dtype.name, False, timeout)
             shape = data.shape
             return "buffer", src, result, lambda _: np.frombuffer(result, dtype=src.dtype).reshape(
                 shape)
@@ -114,7 +151,8 @@ class Pool:
         if not view.c_contiguous:
             view = memoryview(view.tobytes()).cast("B").cast(view.format, view.shape)
         if out is None:
-            out = client.alloc(SharedArray, view.nbytes // view.itemsize, _shmaccel.dtype_of(view))
+            out = client.alloc(SharedArray, view.nbytes // view.itemsize, _shmaccel.dtype_of(view),
+                               False, timeout)
         return "buffer", view, out, lambda _: out
 
     def _start(self, op: str, data: Any, out: Any, settle: Callable) -> Any:
