@@ -1,17 +1,22 @@
-/* limit.c -- the machine's limit for shmaccel's `square` of float64, in plain C on every core.
+/* limit.c -- the machine's limit for shmaccel's `square` and `double`, in plain C on every core.
  *
  * One pthread per online CPU (or --threads), each pinned to its own CPU while there are enough
  * (left to the scheduler, two threads sometimes end up sharing one), works on its share of
- * 10^7 (or N) float64 in
+ * 10^7 (or N) elements of --dtype (int32, int64 or float64) in
  * pre-touched MAP_SHARED anonymous memory (shared memory like an arena, with no name to leave
- * behind): square in place, square out of place, and memcpy, the memory system's own ceiling
- * for one read plus one write. Throughput counts bytes read plus bytes written, 16 per element
- * for all three, as bench.py counts shmaccel's and numpy's. The kernels are the plain loops of
- * src/kernels.c and are meant to be built as it is (-O3, no -march): the limit of the code
- * shmaccel runs, not of hand-tuned code. Prints one JSON object, {"median", "min", "max"} of
- * seconds and GB/s over --repeats timed runs after a warm-up. Errors go to stderr, exit 1.
+ * behind): the --op in place, the --op out of place, and memcpy, the memory system's own
+ * ceiling for one read plus one write. Throughput counts bytes read plus bytes written,
+ * 2 * itemsize per element for all three, as bench.py counts shmaccel's and numpy's. The
+ * kernels are the plain loops of src/kernels.c (integers computed in unsigned arithmetic, so
+ * that they wrap modulo 2^bits) and are meant to be built as it is (-O3, no -march): the limit
+ * of the code shmaccel runs, not of hand-tuned code. Prints one JSON object: the settings, and
+ * {"median", "min", "max"} of seconds and GB/s over --repeats timed runs after a warm-up.
+ * Threads are started and memory touched before any timing: a timed run is one spin-barrier
+ * hand-off to threads already spinning, the work, and one barrier back. Errors go to stderr,
+ * exit 1.
  *
- *   limit [N] [--repeats R] [--threads T]      defaults: N = 10^7 elements, 7 repeats
+ *   limit [N] [--repeats R] [--threads T] [--dtype int32|int64|float64] [--op square|double]
+ *   defaults: N = 10^7 elements, 7 repeats, one thread per CPU, float64, square
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,14 +34,48 @@
 #define DEFAULT_REPEATS 7
 #define MAX_REPEATS 1000
 #define MAX_THREADS 1024
-/* 8 read + 8 written, for all three tasks. (An out-of-place store also costs the hardware a
- * read for ownership of the destination line, which is why square_out trails in place.) */
-#define BYTES_PER_ELEM 16.0
 #define SPINS_BEFORE_YIELD 4096 /* barrier polls before giving the CPU away between polls */
 
-typedef enum task { TASK_SQUARE_INPLACE, TASK_SQUARE_OUT, TASK_MEMCPY, TASK_COUNT } task;
+/* The op in place, the op out of place, memcpy. Each reads and writes itemsize bytes per
+ * element. (An out-of-place store also costs the hardware a read for ownership of the
+ * destination line, which is why out of place trails in place.) */
+typedef enum task { TASK_INPLACE, TASK_OUT, TASK_MEMCPY, TASK_COUNT } task;
 
-static const char *const task_names[TASK_COUNT] = {"square_inplace", "square_out", "memcpy"};
+/* The JSON keys are "<op>_<suffix>_s" and "<op>_<suffix>_gbs" for the op's tasks (for the
+ * default op the keys bench.py reads: "square_out_gbs", ...), "memcpy_s" and "memcpy_gbs". */
+static const char *const task_suffixes[TASK_COUNT] = {"inplace", "out", NULL};
+
+/* X(name, element type, type the expression is computed in): the DTYPE_LIST rows of
+ * src/kernels.c for the dtypes measured here. */
+#define DTYPE_LIST(X) \
+    X(int32, int32_t, uint32_t) \
+    X(int64, int64_t, uint64_t) \
+    X(float64, double, double)
+
+/* X(name, expression in x, ...): SA_OP_LIST of include/shmaccel.h. */
+#define OP_LIST(X, ...) \
+    X(square, (x) * (x), __VA_ARGS__) \
+    X(double, (x) * 2, __VA_ARGS__)
+
+#define DTYPE_ENUM(DT, T, W) DTYPE_##DT,
+typedef enum dtype { DTYPE_LIST(DTYPE_ENUM) DTYPE_COUNT } dtype;
+#undef DTYPE_ENUM
+
+#define OP_ENUM(name, expr, ...) OP_##name,
+typedef enum op { OP_LIST(OP_ENUM, ~) OP_COUNT } op;
+#undef OP_ENUM
+
+#define DTYPE_NAME(DT, T, W) #DT,
+static const char *const dtype_names[DTYPE_COUNT] = {DTYPE_LIST(DTYPE_NAME)};
+#undef DTYPE_NAME
+
+#define DTYPE_SIZE(DT, T, W) sizeof(T),
+static const size_t dtype_sizes[DTYPE_COUNT] = {DTYPE_LIST(DTYPE_SIZE)};
+#undef DTYPE_SIZE
+
+#define OP_NAME(name, expr, ...) #name,
+static const char *const op_names[OP_COUNT] = {OP_LIST(OP_NAME, ~)};
+#undef OP_NAME
 
 /* A spinning barrier. The threads are ours and one per CPU, so they may as well poll: a
  * sleeping barrier would put a futex wake-up (tens of microseconds under a hypervisor) inside
@@ -49,10 +88,17 @@ typedef struct spin_barrier {
     unsigned parties;
 } spin_barrier;
 
+typedef void (*inplace_fn)(void *a, size_t n);
+typedef void (*out_fn)(const void *in, void *out, size_t n);
+
 typedef struct bench {
-    double *a;
-    double *b;
+    unsigned char *a;
+    unsigned char *b;
     size_t count;
+    size_t itemsize;
+    inplace_fn inplace; /* the op's kernels for the dtype */
+    out_fn out;
+    void (*fill)(void *a, void *b, size_t first, size_t n); /* the dtype's starting values */
     unsigned threads;
     spin_barrier start;
     spin_barrier finish;
@@ -114,22 +160,60 @@ now_ns(void)
 }
 
 /* The kernels, kept out of line so that each is compiled (and vectorized) once, as in
- * src/kernels.c, rather than specialised for the call site. */
-__attribute__((noinline)) static void
-square_inplace(double *a, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        a[i] = a[i] * a[i];
+ * src/kernels.c, rather than specialised for the call site: the loop of KERNEL_FN there, and
+ * the same loop over one array in place. Narrowing the unsigned result back to a signed type
+ * wraps modulo 2^bits with gcc and clang, as there. */
+#define KERNELS(name, expr, DT, T, W) \
+    __attribute__((noinline)) static void name##_inplace_##DT(void *a_, size_t n) \
+    { \
+        T *a = a_; \
+        for (size_t i = 0; i < n; i++) { \
+            W x = (W)a[i]; \
+            a[i] = (T)(expr); \
+        } \
+    } \
+    __attribute__((noinline)) static void name##_out_##DT(const void *in_, void *out_, size_t n) \
+    { \
+        const T *in = in_; \
+        T *out = out_; \
+        for (size_t i = 0; i < n; i++) { \
+            W x = (W)in[i]; \
+            out[i] = (T)(expr); \
+        } \
     }
-}
+#define KERNELS_FOR_DTYPE(DT, T, W) OP_LIST(KERNELS, DT, T, W)
+DTYPE_LIST(KERNELS_FOR_DTYPE)
+#undef KERNELS_FOR_DTYPE
 
-__attribute__((noinline)) static void
-square_out(const double *in, double *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[i] = in[i] * in[i];
+#define INPLACE_ENTRY(name, expr, DT, T, W) [OP_##name][DTYPE_##DT] = name##_inplace_##DT,
+#define INPLACE_FOR_DTYPE(DT, T, W) OP_LIST(INPLACE_ENTRY, DT, T, W)
+static const inplace_fn inplace_kernels[OP_COUNT][DTYPE_COUNT] = {DTYPE_LIST(INPLACE_FOR_DTYPE)};
+#undef INPLACE_FOR_DTYPE
+
+#define OUT_ENTRY(name, expr, DT, T, W) [OP_##name][DTYPE_##DT] = name##_out_##DT,
+#define OUT_FOR_DTYPE(DT, T, W) OP_LIST(OUT_ENTRY, DT, T, W)
+static const out_fn out_kernels[OP_COUNT][DTYPE_COUNT] = {DTYPE_LIST(OUT_FOR_DTYPE)};
+#undef OUT_FOR_DTYPE
+
+/* Elements [first, first + n) of a become 1, of b 0. One squares to itself and doubles to at
+ * most 2^(MAX_REPEATS + 1) in the floats, so repeated in-place runs never reach subnormals
+ * (slow on many CPUs) or infinities and every run does the same work; integers take the same
+ * time whatever they hold. */
+#define FILL(DT, T, W) \
+    static void fill_##DT(void *a_, void *b_, size_t first, size_t n) \
+    { \
+        T *a = a_, *b = b_; \
+        for (size_t i = first; i < first + n; i++) { \
+            a[i] = (T)1; \
+            b[i] = (T)0; \
+        } \
     }
-}
+DTYPE_LIST(FILL)
+#undef FILL
+
+#define FILL_ENTRY(DT, T, W) [DTYPE_##DT] = fill_##DT,
+static void (*const fills[DTYPE_COUNT])(void *, void *, size_t, size_t) = {DTYPE_LIST(FILL_ENTRY)};
+#undef FILL_ENTRY
 
 /* Thread `index` of `threads` owns elements [*first, *first + *n): contiguous shares that
  * differ by at most one element. */
@@ -146,15 +230,16 @@ run_share(bench *b, task t, unsigned index)
 {
     size_t first, n;
     share_of(b->count, b->threads, index, &first, &n);
+    first *= b->itemsize;
     switch (t) {
-    case TASK_SQUARE_INPLACE:
-        square_inplace(b->a + first, n);
+    case TASK_INPLACE:
+        b->inplace(b->a + first, n);
         break;
-    case TASK_SQUARE_OUT:
-        square_out(b->a + first, b->b + first, n);
+    case TASK_OUT:
+        b->out(b->a + first, b->b + first, n);
         break;
     case TASK_MEMCPY:
-        memcpy(b->b + first, b->a + first, n * sizeof(double));
+        memcpy(b->b + first, b->a + first, n * b->itemsize);
         break;
     default:
         break;
@@ -167,12 +252,7 @@ touch_share(bench *b, unsigned index)
 {
     size_t first, n;
     share_of(b->count, b->threads, index, &first, &n);
-    /* 1.0 squares to itself: repeated in-place runs never reach subnormals (slow on many
-     * CPUs) or infinities, so every run does the same work on the same values. */
-    for (size_t i = first; i < first + n; i++) {
-        b->a[i] = 1.0;
-        b->b[i] = 0.0;
-    }
+    b->fill(b->a, b->b, first, n);
 }
 
 /* Pins the calling thread to `cpu` (-1: leaves it alone). Returns 0 or -errno. */
@@ -274,9 +354,22 @@ parse_count(const char *text, long max, long *out)
     return 0;
 }
 
+/* Sets *out to the index of `text` in names[0..n). Returns 0 or -EINVAL. */
+static int
+parse_name(const char *text, const char *const *names, int n, int *out)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(text, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
 /* Maps `bytes` of shared anonymous memory into *out. Returns 0 or -errno. */
 static int
-map_shared(size_t bytes, double **out)
+map_shared(size_t bytes, unsigned char **out)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -290,6 +383,7 @@ int
 main(int argc, char **argv)
 {
     long count = DEFAULT_COUNT, repeats = DEFAULT_REPEATS, threads = 0;
+    int dt = DTYPE_float64, which = OP_square;
     bench b = {.a = NULL, .b = NULL};
     helper *helpers = NULL;
     pthread_t *tids = NULL;
@@ -298,20 +392,28 @@ main(int argc, char **argv)
     double *seconds[TASK_COUNT] = {NULL};
     unsigned started = 0;
     int err = 0, rc = 1;
-    size_t bytes;
+    size_t bytes = 0;
+    double bytes_per_elem;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) {
             err = parse_count(argv[++i], MAX_REPEATS, &repeats);
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             err = parse_count(argv[++i], MAX_THREADS, &threads);
+        } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+            err = parse_name(argv[++i], dtype_names, DTYPE_COUNT, &dt);
+        } else if (strcmp(argv[i], "--op") == 0 && i + 1 < argc) {
+            err = parse_name(argv[++i], op_names, OP_COUNT, &which);
         } else if (argv[i][0] != '-') {
             err = parse_count(argv[i], 1L << 34, &count);
         } else {
             err = -EINVAL;
         }
         if (err != 0) {
-            fprintf(stderr, "usage: %s [N] [--repeats R] [--threads T]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [N] [--repeats R] [--threads T] [--dtype int32|int64|float64] "
+                    "[--op square|double]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -324,7 +426,12 @@ main(int argc, char **argv)
     }
     b.count = (size_t)count;
     b.threads = (unsigned)threads;
-    bytes = b.count * sizeof(double);
+    b.itemsize = dtype_sizes[dt];
+    b.inplace = inplace_kernels[which][dt];
+    b.out = out_kernels[which][dt];
+    b.fill = fills[dt];
+    bytes_per_elem = 2.0 * (double)b.itemsize;
+    bytes = b.count * b.itemsize;
 
     for (int t = 0; t < TASK_COUNT; t++) {
         seconds[t] = calloc((size_t)repeats, sizeof(double));
@@ -374,17 +481,23 @@ main(int argc, char **argv)
         pthread_join(tids[i], NULL);
     }
 
-    printf("{\n  \"n\": %ld,\n  \"threads\": %u,\n  \"repeats\": %ld,\n", count, b.threads,
-           repeats);
+    printf("{\n  \"dtype\": \"%s\",\n  \"op\": \"%s\",\n", dtype_names[dt], op_names[which]);
+    printf("  \"n\": %ld,\n  \"threads\": %u,\n  \"repeats\": %ld,\n", count, b.threads, repeats);
     printf("  \"pinned\": %s,\n  \"bytes_per_elem\": %.0f,\n", pinned ? "true" : "false",
-           BYTES_PER_ELEM);
+           bytes_per_elem);
     for (int t = 0; t < TASK_COUNT; t++) {
         stats s = summarize(seconds[t], (int)repeats);
-        double gb = BYTES_PER_ELEM * (double)count / 1e9;
+        double gb = bytes_per_elem * (double)count / 1e9;
+        char key[32];
+        if (task_suffixes[t] != NULL) {
+            snprintf(key, sizeof(key), "%s_%s", op_names[which], task_suffixes[t]);
+        } else {
+            snprintf(key, sizeof(key), "memcpy");
+        }
         /* The fastest time gives the highest throughput: min and max swap over. */
-        printf("  \"%s_s\": {\"median\": %.9f, \"min\": %.9f, \"max\": %.9f},\n", task_names[t],
+        printf("  \"%s_s\": {\"median\": %.9f, \"min\": %.9f, \"max\": %.9f},\n", key,
                s.median, s.min, s.max);
-        printf("  \"%s_gbs\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}%s\n", task_names[t],
+        printf("  \"%s_gbs\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}%s\n", key,
                gb / s.median, gb / s.max, gb / s.min, t + 1 < TASK_COUNT ? "," : "");
     }
     printf("}\n");

@@ -35,15 +35,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import gc
-import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,18 +48,32 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import machine_info, write_json
+from bench_goals import evaluate as evaluate_goals
+from bench_goals import goals_table
+from bench_plots import markdown_tables, plot_all
+from benchlib import (
+    C_FLAGS,
+    CLK_TCK,
+    LOAD_MIN_WALL_S,
+    RESULTS_DIR,
+    LoadMeter,
+    build_c_programs,
+    fmt,
+    inverted,
+    machine_info,
+    power_of_ten,
+    process_alive,
+    run_c_program,
+    shm_entries,
+    stat_fields,
+    summary,
+    time_batches,
+    time_round_robin,
+    write_json,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_SRC = ROOT / "bench"
-BENCH_BUILD = ROOT / "build" / "bench"
-RESULTS_DIR = BENCH_SRC / "results"
-DEV_SHM = Path("/dev/shm")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# The flags the worker's kernels are built with (-O3, no -march), so that limit.c measures the
-# same code shmaccel runs.
-C_FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Wall", "-Wextra"]
+# The sections of a run, in the order they run (--only picks some).
+SECTIONS = ("core", "sizes", "concurrency", "steady")
 
 SMALL_N = 1000
 LIST_N = 10**5
@@ -103,222 +114,14 @@ QUICK = Plan(big_repeats=3, small_batches=3, small_calls=500, blocking_calls=150
              limit_repeats=2, contention_s=0.2)
 
 
-# -- statistics -------------------------------------------------------------------------------
-
-def summary(values: list[float]) -> dict:
-    """Median, min, max (and the samples) of a list of figures."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values), "samples": [float(f"{v:.6g}") for v in values]}
-
-
-def inverted(stat: dict, scale: float) -> dict:
-    """A summary of scale / x from one of x: a time turned into a throughput."""
-    return {"median": scale / stat["median"], "min": scale / stat["max"],
-            "max": scale / stat["min"], "n": stat["n"]}
-
-
-def time_batches(call: Callable[[], Any], batches: int, calls: int) -> dict:
-    """Per-call microseconds of `call`, one figure per batch of `calls` calls, after a warm-up."""
-    for _ in range(max(calls // 10, 20)):
-        call()
-    per_call = []
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(batches):
-            loop = range(calls)
-            start = time.perf_counter_ns()
-            for _ in loop:
-                call()
-            per_call.append((time.perf_counter_ns() - start) / calls / 1e3)
-    finally:
-        gc.enable()
-    return summary(per_call)
-
-
-def time_round_robin(variants: dict[str, Callable[[], Any]], repeats: int,
-                     after_round: Callable[[], None] | None = None,
-                     observer: WorkerProbe | None = None,
-                     warmup: int = 2) -> dict[str, dict]:
-    """Seconds per call of each variant, each call timed alone, after `warmup` untimed calls
-    of each. The variants take turns, one call each per round (then `after_round`), so that a
-    machine whose speed drifts during the run (a neighbour's load, a vCPU moved) slows them
-    all alike. An `observer` looks at each call from just outside its timing."""
-    for call in variants.values():
-        for _ in range(warmup):
-            call()
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for name, call in variants.items():
-                if observer is not None:
-                    observer.before(name)
-                start = time.perf_counter_ns()
-                call()
-                seconds[name].append((time.perf_counter_ns() - start) / 1e9)
-                if observer is not None:
-                    observer.after(name, seconds[name][-1])
-            if after_round is not None:
-                after_round()
-    finally:
-        gc.enable()
-    return {name: summary(values) for name, values in seconds.items()}
-
-
-# -- the C yardsticks -------------------------------------------------------------------------
-
-def build_c_programs(notes: list[str]) -> dict[str, Path]:
-    """Compiles each bench/*.c into build/bench/ when its source is newer than the program.
-    Returns the programs that are up to date afterwards, by name; failures become notes."""
-    cc = os.environ.get("CC") or "cc"
-    compiler_missing = False
-    programs = {}
-    BENCH_BUILD.mkdir(parents=True, exist_ok=True)
-    for source in sorted(BENCH_SRC.glob("*.c")):
-        program = BENCH_BUILD / source.stem
-        if not program.exists() or source.stat().st_mtime > program.stat().st_mtime:
-            if compiler_missing:
-                continue
-            command = [cc, *C_FLAGS, "-o", str(program), str(source)]
-            print(f"  building {program.relative_to(ROOT)}: {' '.join(command)}", file=sys.stderr)
-            try:
-                result = subprocess.run(command, check=False, capture_output=True, text=True)
-            except OSError as e:
-                notes.append(f"could not run the C compiler {cc!r} ({e}): C yardsticks that "
-                             "are not already built are left out")
-                compiler_missing = True
-                continue
-            if result.returncode != 0:
-                notes.append(f"building {source.name} failed, left out:\n{result.stderr.strip()}")
-                continue
-        programs[source.stem] = program
-    return programs
-
-
-def run_c_program(program: Path, args: list[str], notes: list[str]) -> dict | None:
-    """Runs one yardstick and returns its JSON, or None (with a note) if it failed."""
-    try:
-        result = subprocess.run([str(program), *args], check=False, capture_output=True,
-                                text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        notes.append(f"{program.name} failed: {e}")
-        return None
-    if result.returncode != 0:
-        notes.append(f"{program.name} exited with {result.returncode}: {result.stderr.strip()}")
-        return None
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError as e:
-        notes.append(f"{program.name} printed no valid JSON: {e}")
-        return None
-
-
-# -- the machine ------------------------------------------------------------------------------
-
-def shm_entries() -> set[str]:
-    try:
-        return set(os.listdir(DEV_SHM))
-    except OSError:
-        return set()
-
-
-def process_alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie, reaped or not, counts as gone)."""
-    try:
-        state = _stat_fields(f"/proc/{pid}/stat")[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _stat_fields(path: str) -> list[str]:
-    """Fields of a /proc/.../stat file after the command name: [0] is the state (field 3)."""
-    with open(path) as f:
-        return f.read().rpartition(")")[2].split()
-
-
-def _tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and every process it started: the live ones
-    from /proc, the reaped ones from os.times()."""
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    children: dict[int, list[int]] = defaultdict(list)
-    ticks: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = _stat_fields(f"/proc/{entry.name}/stat")
-        except (OSError, IndexError):
-            continue
-        pid = int(entry.name)
-        children[int(fields[1])].append(pid)
-        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
-    stack = list(children[os.getpid()])
-    while stack:
-        pid = stack.pop()
-        total += ticks.get(pid, 0) / CLK_TCK
-        stack.extend(children[pid])
-    return total
-
-
-def _system_cpu_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (values + [0] * 8)[:8]
-    # Interrupt time is left out: with tick-based accounting the wake-up IPIs of a ping-pong
-    # land there, charged to no process, and would read as someone else's load.
-    return (user + nice + system) / CLK_TCK, steal / CLK_TCK
-
-
-# Below this a section is too short for jiffy-grained CPU accounting to mean much.
-LOAD_MIN_WALL_S = 0.5
-
-
-class LoadMeter:
-    """Measures how busy the rest of the machine was during a section: the CPUs used by
-    processes that are not ours (foreign_cpus) and stolen by the hypervisor (steal_cpus),
-    averaged over the section. The counters tick in jiffies (usually 10 ms per CPU), so the
-    figure is only meaningful for sections of LOAD_MIN_WALL_S or more."""
-
-    def __init__(self, sink: dict, section: str) -> None:
-        self.sink, self.section = sink, section
-
-    def __enter__(self) -> LoadMeter:
-        try:
-            self.start = (time.perf_counter(), *_system_cpu_seconds(), _tree_cpu_seconds())
-        except OSError:
-            self.start = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.start is None or exc[0] is not None:
-            return
-        try:
-            end = (time.perf_counter(), *_system_cpu_seconds(), _tree_cpu_seconds())
-        except OSError:
-            return
-        wall = end[0] - self.start[0]
-        busy, steal, ours = (e - s for e, s in zip(end[1:], self.start[1:], strict=True))
-        self.sink[self.section] = {
-            "wall_s": round(wall, 3),
-            "foreign_cpus": round(max(busy - ours, 0.0) / wall, 2),
-            "steal_cpus": round(steal / wall, 2),
-            "own_cpus": round(ours / wall, 2),
-        }
-
-
 def worker_threads_near(worker_pid: int) -> tuple[int, bool] | None:
     """(runnable threads of the worker, whether one of them is on the CPU this thread runs on
     right now), or None if /proc cannot tell."""
     try:
-        mine = int(_stat_fields(f"/proc/self/task/{threading.get_native_id()}/stat")[36])
+        mine = int(stat_fields(f"/proc/self/task/{threading.get_native_id()}/stat")[36])
         runnable, same = 0, False
         for tid in os.listdir(f"/proc/{worker_pid}/task"):
-            fields = _stat_fields(f"/proc/{worker_pid}/task/{tid}/stat")
+            fields = stat_fields(f"/proc/{worker_pid}/task/{tid}/stat")
             if fields[0] == "R":
                 runnable += 1
                 same = same or int(fields[36]) == mine
@@ -332,7 +135,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     seconds = {}
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
-            fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+            fields = stat_fields(f"/proc/{pid}/task/{tid}/stat")
             seconds[tid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
         pass
@@ -393,7 +196,7 @@ def _schedstat(pid: int) -> dict[str, tuple[int, int, int]]:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 run_ns, wait_ns = f.read().split()[:2]
-            cpu = _stat_fields(f"/proc/{pid}/task/{tid}/stat")[36]
+            cpu = stat_fields(f"/proc/{pid}/task/{tid}/stat")[36]
             stats[tid] = (int(run_ns), int(wait_ns), int(cpu))
     except (OSError, ValueError, IndexError):
         pass
@@ -451,7 +254,7 @@ class WorkerProbe:
 def all_threads_sleeping(pid: int) -> bool | None:
     """True if no thread of `pid` is running (state R), None if /proc cannot tell."""
     try:
-        states = [_stat_fields(f"/proc/{pid}/task/{tid}/stat")[0]
+        states = [stat_fields(f"/proc/{pid}/task/{tid}/stat")[0]
                   for tid in os.listdir(f"/proc/{pid}/task")]
     except (OSError, IndexError):
         return None
@@ -675,18 +478,6 @@ def measure_lists(shmaccel: Any, plan: Plan) -> dict[str, dict]:
 
 # -- the report -------------------------------------------------------------------------------
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
 def figure_row(label: str, stat: dict | None, unit: str) -> str:
     if stat is None:
         return f"| {label} | n/a | | {unit} |"
@@ -708,11 +499,6 @@ def scaled(stat: dict | None, factor: float) -> dict | None:
     if stat is None:
         return None
     return {k: (v * factor if k in ("median", "min", "max") else v) for k, v in stat.items()}
-
-
-def power_of_ten(n: int) -> str:
-    exponent = len(str(n)) - 1
-    return f"1e{exponent}" if n == 10**exponent else str(n)
 
 
 def build_report(results: dict) -> str:
@@ -995,17 +781,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where to write the results "
                              "(default: bench/results/<host>-<YYYYMMDD-HHMMSS>.json)")
     parser.add_argument("--size", metavar="N", type=int, default=10**7,
-                        help="elements for the big square (default 10^7)")
+                        help="elements for the big square of the core section (default 10^7)")
+    parser.add_argument("--only", metavar="SECTIONS", default=",".join(SECTIONS),
+                        help="comma-separated sections to run, of: " + ", ".join(SECTIONS)
+                        + " (default: all)")
     args = parser.parse_args(argv)
     if args.size < 1:
         parser.error("--size must be positive")
+    args.sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown or not args.sections:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(SECTIONS)}")
     return args
 
 
-def measure_all(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: list[str],
-                worker_pids: list[int]) -> None:
-    """Every measurement, in order, into `results`. Each pool it opens is closed on the way
-    out, and its worker's pid added to `worker_pids` for the leftover check."""
+def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: list[str],
+                 worker_pids: list[int]) -> None:
+    """The core section's measurements, in order, into `results`. Each pool it opens is
+    closed on the way out, and its worker's pid added to `worker_pids` for the leftover
+    check."""
     figures, load = results["figures"], results["load"]
     step = partial(print, file=sys.stderr)
 
@@ -1073,6 +868,53 @@ def measure_all(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: l
     results["limit_1thread"] = limit.result("one")
 
 
+def run_sections(shmaccel: Any, args: argparse.Namespace, plan: Plan, *, results: dict,
+                 notes: list[str], worker_pids: list[int]) -> None:
+    """The sections picked by --only, in order: core (round trips, the big square against
+    numpy and the C limit, lists), sizes (every method, dtype and size from 10^3 to 10^8),
+    concurrency (1-64 threads, the GIL counter), steady (syscalls, mallocs, RSS over 10^6
+    calls). Each adds its own key to `results`."""
+    from bench_concurrency import measure_concurrency
+    from bench_sizes import measure_sizes
+    from bench_steady import measure_steady
+
+    step = partial(print, file=sys.stderr)
+    load = results["load"]
+    if "core" in args.sections:
+        measure_core(shmaccel, plan, args.size, results=results, notes=notes,
+                     worker_pids=worker_pids)
+    if "sizes" in args.sections:
+        step("bench: sizes 10^3 - 10^8 x dtypes x methods, with the C limit")
+        with LoadMeter(load, "sizes"):
+            results["sizes"] = measure_sizes(shmaccel, args.quick, notes, build_c_programs(notes))
+    if "concurrency" in args.sections:
+        step("bench: concurrency (1-64 threads) and the GIL counter")
+        with LoadMeter(load, "concurrency"):
+            results["concurrency"] = measure_concurrency(shmaccel, args.quick, notes, load=load)
+    if "steady" in args.sections:
+        step("bench: steady state (syscalls, mallocs, RSS over many small calls)")
+        with LoadMeter(load, "steady"):
+            results["steady"] = measure_steady(shmaccel, args.quick, notes)
+
+
+def our_workers() -> list[int]:
+    """Worker processes this process started that still run (any section's)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                name = f.read().strip()
+            fields = stat_fields(f"/proc/{entry.name}/stat")
+        except (OSError, IndexError):
+            continue
+        if name.startswith("shmaccel-worke") and int(fields[1]) == os.getpid() \
+                and fields[0] not in ("Z", "X"):
+            pids.append(int(entry.name))
+    return pids
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -1103,12 +945,12 @@ def main(argv: list[str]) -> int:
         "load": {},
     }
     with LoadMeter(results["load"], "run"):
-        measure_all(shmaccel, plan, args.size, results=results, notes=notes,
-                    worker_pids=worker_pids)
+        run_sections(shmaccel, args, plan, results=results, notes=notes,
+                     worker_pids=worker_pids)
 
     # Everything this run started must be gone: workers reaped, no /dev/shm entry left behind.
     gc.collect()
-    leftover_pids = [pid for pid in worker_pids if process_alive(pid)]
+    leftover_pids = sorted({pid for pid in worker_pids if process_alive(pid)} | set(our_workers()))
     new_shm = sorted(shm_entries() - shm_before)
     children = multiprocessing.active_children()
     results["cleanup"] = {"workers_still_running": leftover_pids, "new_dev_shm_entries": new_shm,
@@ -1122,12 +964,16 @@ def main(argv: list[str]) -> int:
 
     path = args.json or RESULTS_DIR / (
         f"{results['machine']['hostname']}-{started.strftime('%Y%m%d-%H%M%S')}.json")
-    table = build_report(results)
-    found = anomalies(results)
+    core = "core" in args.sections
+    table = build_report(results) if core else ""
+    found = anomalies(results) if core else []
     results["anomalies"] = found
+    results["goals"] = evaluate_goals(results)
     results["machine"]["loadavg_end"] = os.getloadavg()
     if not args.quick:
-        plot(results, path.with_suffix(".png"), notes)
+        if core:
+            plot(results, path.with_suffix(".png"), notes)
+        plot_all(results, path.parent, path.stem, notes)
     results["notes"] = notes
     results["elapsed_s"] = round(time.perf_counter() - wall_start, 2)
     write_json(results, path)
@@ -1137,7 +983,11 @@ def main(argv: list[str]) -> int:
     print(f"## shmaccel bench{' (quick)' if args.quick else ''}: {m['hostname']}, "
           f"{m['cpu_model']}, {m['usable_cpus']} CPUs, Python {m['python']}, "
           f"numpy {m['numpy']}; other processes used {foreign} CPUs on average\n")
-    print(table)
+    for part in (table, markdown_tables(results)):
+        if part:
+            print(part + "\n")
+    print("Goals (issue 6), each a ratio within this run:\n")
+    print(goals_table(results["goals"]))
     if found:
         print("\nAnomalies:")
         for line in found:

@@ -49,8 +49,8 @@ RESULTS_DIR = ROOT / "bench" / "results"
 PYSHIM = ROOT / "pyshim"
 
 sys.path.insert(0, str(PYSHIM))
-from benchlib import machine_info, write_json  # noqa: E402
 import shmaccel  # noqa: E402
+from benchlib import machine_info, write_json  # noqa: E402
 from shmaccel._cli import pid_running  # noqa: E402
 
 LIGHT_N = 1000

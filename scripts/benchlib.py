@@ -1,16 +1,268 @@
-"""What the benchmark scripts share: a description of the machine a run measured, and how
-results are written."""
+"""What the benchmark scripts share: where things are, statistics and timing loops, the C
+yardsticks' build and run, what the machine was doing (LoadMeter), a description of the
+machine a run measured, number formatting, and how results are written. bench.py and its
+sections (bench_sizes, bench_concurrency, bench_steady) import from here, never from each
+other."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_SRC = ROOT / "bench"
+BENCH_BUILD = ROOT / "build" / "bench"
+RESULTS_DIR = BENCH_SRC / "results"
+DEV_SHM = Path("/dev/shm")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The flags the worker's kernels are built with (-O3, no -march), so that limit.c measures the
+# same code shmaccel runs.
+C_FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Wall", "-Wextra"]
+
+# bench/ programs that link the C library, built by their own section (bench_steady.py).
+SEPARATELY_BUILT = {"steady"}
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+def summary(values: list[float]) -> dict:
+    """Median, min, max (and the samples) of a list of figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values), "samples": [float(f"{v:.6g}") for v in values]}
+
+
+def inverted(stat: dict, scale: float) -> dict:
+    """A summary of scale / x from one of x: a time turned into a throughput."""
+    return {"median": scale / stat["median"], "min": scale / stat["max"],
+            "max": scale / stat["min"], "n": stat["n"]}
+
+
+def time_batches(call: Callable[[], Any], batches: int, calls: int) -> dict:
+    """Per-call microseconds of `call`, one figure per batch of `calls` calls, after a warm-up."""
+    for _ in range(max(calls // 10, 20)):
+        call()
+    per_call = []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(batches):
+            loop = range(calls)
+            start = time.perf_counter_ns()
+            for _ in loop:
+                call()
+            per_call.append((time.perf_counter_ns() - start) / calls / 1e3)
+    finally:
+        gc.enable()
+    return summary(per_call)
+
+
+def time_round_robin(variants: dict[str, Callable[[], Any]], repeats: int,
+                     after_round: Callable[[], None] | None = None,
+                     observer: Any = None,
+                     warmup: int = 2) -> dict[str, dict]:
+    """Seconds per call of each variant, each call timed alone, after `warmup` untimed calls
+    of each. The variants take turns, one call each per round (then `after_round`), so that a
+    machine whose speed drifts during the run (a neighbour's load, a vCPU moved) slows them
+    all alike. An `observer` looks at each call from just outside its timing."""
+    for call in variants.values():
+        for _ in range(warmup):
+            call()
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, call in variants.items():
+                if observer is not None:
+                    observer.before(name)
+                start = time.perf_counter_ns()
+                call()
+                seconds[name].append((time.perf_counter_ns() - start) / 1e9)
+                if observer is not None:
+                    observer.after(name, seconds[name][-1])
+            if after_round is not None:
+                after_round()
+    finally:
+        gc.enable()
+    return {name: summary(values) for name, values in seconds.items()}
+
+
+# -- the C yardsticks -------------------------------------------------------------------------
+
+def build_c_programs(notes: list[str]) -> dict[str, Path]:
+    """Compiles each bench/*.c into build/bench/ when its source is newer than the program.
+    Returns the programs that are up to date afterwards, by name; failures become notes."""
+    cc = os.environ.get("CC") or "cc"
+    compiler_missing = False
+    programs = {}
+    BENCH_BUILD.mkdir(parents=True, exist_ok=True)
+    for source in sorted(BENCH_SRC.glob("*.c")):
+        if source.stem in SEPARATELY_BUILT:
+            continue
+        program = BENCH_BUILD / source.stem
+        if not program.exists() or source.stat().st_mtime > program.stat().st_mtime:
+            if compiler_missing:
+                continue
+            command = [cc, *C_FLAGS, "-o", str(program), str(source)]
+            print(f"  building {program.relative_to(ROOT)}: {' '.join(command)}", file=sys.stderr)
+            try:
+                result = subprocess.run(command, check=False, capture_output=True, text=True)
+            except OSError as e:
+                notes.append(f"could not run the C compiler {cc!r} ({e}): C yardsticks that "
+                             "are not already built are left out")
+                compiler_missing = True
+                continue
+            if result.returncode != 0:
+                notes.append(f"building {source.name} failed, left out:\n{result.stderr.strip()}")
+                continue
+        programs[source.stem] = program
+    return programs
+
+
+def run_c_program(program: Path, args: list[str], notes: list[str]) -> dict | None:
+    """Runs one yardstick and returns its JSON, or None (with a note) if it failed."""
+    try:
+        result = subprocess.run([str(program), *args], check=False, capture_output=True,
+                                text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        notes.append(f"{program.name} failed: {e}")
+        return None
+    if result.returncode != 0:
+        notes.append(f"{program.name} exited with {result.returncode}: {result.stderr.strip()}")
+        return None
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as e:
+        notes.append(f"{program.name} printed no valid JSON: {e}")
+        return None
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+def shm_entries() -> set[str]:
+    try:
+        return set(os.listdir(DEV_SHM))
+    except OSError:
+        return set()
+
+
+def process_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie, reaped or not, counts as gone)."""
+    try:
+        state = stat_fields(f"/proc/{pid}/stat")[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def stat_fields(path: str) -> list[str]:
+    """Fields of a /proc/.../stat file after the command name: [0] is the state (field 3)."""
+    with open(path) as f:
+        return f.read().rpartition(")")[2].split()
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and every process it started: the live ones
+    from /proc, the reaped ones from os.times()."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    children: dict[int, list[int]] = defaultdict(list)
+    ticks: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = stat_fields(f"/proc/{entry.name}/stat")
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        children[int(fields[1])].append(pid)
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    stack = list(children[os.getpid()])
+    while stack:
+        pid = stack.pop()
+        total += ticks.get(pid, 0) / CLK_TCK
+        stack.extend(children[pid])
+    return total
+
+
+def _system_cpu_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (values + [0] * 8)[:8]
+    # Interrupt time is left out: with tick-based accounting the wake-up IPIs of a ping-pong
+    # land there, charged to no process, and would read as someone else's load.
+    return (user + nice + system) / CLK_TCK, steal / CLK_TCK
+
+
+# Below this a section is too short for jiffy-grained CPU accounting to mean much.
+LOAD_MIN_WALL_S = 0.5
+
+
+class LoadMeter:
+    """Measures how busy the rest of the machine was during a section: the CPUs used by
+    processes that are not ours (foreign_cpus) and stolen by the hypervisor (steal_cpus),
+    averaged over the section. The counters tick in jiffies (usually 10 ms per CPU), so the
+    figure is only meaningful for sections of LOAD_MIN_WALL_S or more."""
+
+    def __init__(self, sink: dict, section: str) -> None:
+        self.sink, self.section = sink, section
+
+    def __enter__(self) -> LoadMeter:
+        try:
+            self.start = (time.perf_counter(), *_system_cpu_seconds(), _tree_cpu_seconds())
+        except OSError:
+            self.start = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.start is None or exc[0] is not None:
+            return
+        try:
+            end = (time.perf_counter(), *_system_cpu_seconds(), _tree_cpu_seconds())
+        except OSError:
+            return
+        wall = end[0] - self.start[0]
+        busy, steal, ours = (e - s for e, s in zip(end[1:], self.start[1:], strict=True))
+        self.sink[self.section] = {
+            "wall_s": round(wall, 3),
+            "foreign_cpus": round(max(busy - ours, 0.0) / wall, 2),
+            "steal_cpus": round(steal / wall, 2),
+            "own_cpus": round(ours / wall, 2),
+        }
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def power_of_ten(n: int) -> str:
+    exponent = len(str(n)) - 1
+    return f"1e{exponent}" if n == 10**exponent else str(n)
+
+
+
 
 
 def cpu_model() -> str:

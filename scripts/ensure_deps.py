@@ -34,7 +34,8 @@ def main() -> int:
         print(
             f"ensure_deps: could not install {' '.join(need)}. Install them yourself:\n"
             f"    {sys.executable} -m pip install {' '.join(need)}\n"
-            "(or create a virtual environment first: python3 -m venv .venv && . .venv/bin/activate)",
+            "(or create a virtual environment first:"
+            " python3 -m venv .venv && . .venv/bin/activate)",
             file=sys.stderr,
         )
         return 1
