@@ -89,6 +89,11 @@ const char *sa_op_name(uint32_t op);
 int sa_op_from_name(const char *name);
 /* Whether op(x) for an int64 x stays within int64 (Python ints must never wrap silently). */
 int sa_op_int64_fits(uint32_t op, int64_t x);
+/* The int64 inputs x for which op(x) fits in int64, as the interval [*lo, *hi]: for every op
+ * of SA_OP_LIST they form one interval around 0 (each op grows in size away from 0), so a
+ * caller checking many values needs two comparisons each instead of a call. Returns 0, or
+ * SA_EBADOP. Example: sa_op_int64_bounds(SA_OP_DOUBLE, &lo, &hi) gives -2^62 and 2^62 - 1. */
+int sa_op_int64_bounds(uint32_t op, int64_t *lo, int64_t *hi);
 
 /* ---------------------------------------------------------------------------------------------
  * The control segment: created by the worker (shm_open O_CREAT|O_EXCL 0600, unlinked at once),
@@ -404,6 +409,12 @@ int sa_client_notify_fd(sa_client *c);
  * is consumed). Any other negative code: cancel the ticket. Blocking; touches no Python
  * state. */
 int sa_wait(sa_client *c, const sa_ticket *ticket, int64_t wait_ns);
+
+/* How long this session's calls have been taking from submit to completion, in nanoseconds
+ * (a moving average of what sa_wait saw; 10 us before the first call). A caller decides from
+ * it how to wait: e.g. the Python extension keeps the GIL through waits for calls that usually
+ * finish in a few microseconds. Lock-free; never fails. */
+uint64_t sa_client_latency_ns(const sa_client *c);
 
 /* Gives up on a request that sa_wait has not consumed. The slot is freed at once if the worker
  * has not started it, otherwise the worker frees it when done; the blocks' references are held

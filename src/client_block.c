@@ -4,8 +4,9 @@
  * with the worker (their descriptor travels over the session socket), then reused for the
  * session's life: a call never does shm_open or mmap. A first-fit allocator over a sorted list
  * of free extents hands out 64-byte aligned blocks. An arena left empty is kept for reuse
- * while the total stays under a cache limit, and released (unmapped here, dropped by the
- * worker) beyond it.
+ * while the total stays under a cache limit; beyond it, once it has stayed empty for 2 s
+ * (or at once when /dev/shm lacks room for a new one), it is released (unmapped here,
+ * dropped by the worker).
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,7 +21,8 @@
 #define BLOCK_ALIGN 64
 #define ARENA_MIN_BYTES (16u << 20)
 #define ARENA_GROW_MAX (UINT64_C(1) << 30)
-#define ARENA_CACHE_BYTES (UINT64_C(1) << 30)
+#define ARENA_CACHE_BYTES (UINT64_C(1) << 30) /* empty arenas kept for reuse; beyond it, */
+#define ARENA_IDLE_NS (UINT64_C(2) * 1000000000u) /* those empty this long are released */
 #define ARENA_ROUND (2u << 20)
 
 static size_t
@@ -272,6 +274,7 @@ arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
     a->id = id;
     a->base = base;
     a->size = size;
+    a->idle_since_ns = sa__now_ns();
     msg.arg32 = id;
     msg.arg64 = size;
     sa__fault_point("client-arena-add");
@@ -296,24 +299,43 @@ arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
     return 0;
 }
 
-/* Releases an empty arena beyond the cache limit. Called with c->lock held. */
+/* Releases arena `a` (empty: no block lives in it, so no request uses it). Called with
+ * c->lock held. */
 static void
-arena_maybe_release(sa_client *c, sa__carena *a)
+arena_release(sa_client *c, sa__carena *a)
 {
     sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_DEL, .arg32 = a->id};
-    if (a->used != 0 || c->mapped <= ARENA_CACHE_BYTES || atomic_load(&c->closed)) {
-        return;
-    }
     c->arenas[a->id] = NULL;
     c->narenas--;
     c->mapped -= a->size;
-    /* No block lives in it, so no request uses it: unmapping our side is safe now. The worker
-     * unmaps its side when the message arrives. ARENA_DEL has no reply, so that this path
-     * (a Python object's dealloc, with the GIL held) never waits for a stopped worker. */
+    /* Unmapping our side is safe now. The worker unmaps its side when the message arrives.
+     * ARENA_DEL has no reply, so that this path (a Python object's dealloc, with the GIL
+     * held) never waits for a stopped worker. */
     if (!atomic_load(&c->dead) && sa__msg_send(c->sock, &msg, -1) < 0) {
         atomic_store(&c->dead, 1);
     }
     arena_unmap(a);
+}
+
+/* Releases the arenas that have been empty for ARENA_IDLE_NS while more than the cache limit
+ * is mapped (all empty ones when `all`: /dev/shm is full and a new arena needs the room).
+ * An arena that just emptied is kept a while: a program calling over and over on arrays
+ * bigger than the cache would otherwise make, fill and register its arenas again each call.
+ * Called with c->lock held, on every allocation and release. */
+static void
+arenas_trim(sa_client *c, int all)
+{
+    uint64_t now;
+    if (atomic_load(&c->closed) || (!all && c->mapped <= ARENA_CACHE_BYTES)) {
+        return;
+    }
+    now = sa__now_ns();
+    for (uint32_t id = 0; id < SA__MAX_ARENAS && (all || c->mapped > ARENA_CACHE_BYTES); id++) {
+        sa__carena *a = c->arenas[id];
+        if (a != NULL && a->used == 0 && (all || now - a->idle_since_ns >= ARENA_IDLE_NS)) {
+            arena_release(c, a);
+        }
+    }
 }
 
 /* Returns b's range to its arena. Called with c->lock held. */
@@ -323,7 +345,10 @@ block_release_locked(sa_client *c, sa_block *b)
     b->arena->used -= b->size;
     /* On -ENOMEM the range is lost to this arena, nothing worse. */
     extent_insert(b->arena, b->offset, b->size);
-    arena_maybe_release(c, b->arena);
+    if (b->arena->used == 0) {
+        b->arena->idle_since_ns = sa__now_ns();
+    }
+    arenas_trim(c, 0);
 }
 
 /* Releases the blocks others deferred while we held the lock; returns them, to be freed
@@ -413,8 +438,13 @@ sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out
             offset = extent_take(a, length);
         }
     }
+    arenas_trim(c, 0);
     if (offset == SIZE_MAX) {
         err = arena_create(c, length, deadline, &a);
+        if (err == -ENOMEM) {
+            arenas_trim(c, 1); /* the room idle arenas hold may be what /dev/shm lacks */
+            err = arena_create(c, length, deadline, &a);
+        }
         if (err == 0) {
             offset = extent_take(a, length);
         }

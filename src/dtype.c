@@ -73,3 +73,31 @@ sa_op_int64_fits(uint32_t op, int64_t value)
         return 0;
     }
 }
+
+/* Binary search for the last x from `from` towards `to` (inclusive) with op(x) fitting, given
+ * that op(from) fits and the fitting values form an interval: the first failure ends it. */
+static int64_t
+fit_edge(uint32_t op, int64_t from, int64_t to)
+{
+    __int128 good = from, bad = (__int128)to + (to >= from ? 1 : -1);
+    while (bad - good > 1 || good - bad > 1) {
+        __int128 mid = good + (bad - good) / 2;
+        if (sa_op_int64_fits(op, (int64_t)mid)) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    return (int64_t)good;
+}
+
+int
+sa_op_int64_bounds(uint32_t op, int64_t *lo, int64_t *hi)
+{
+    if (op < 1 || op > SA_OP_MAX || !sa_op_int64_fits(op, 0)) {
+        return SA_EBADOP;
+    }
+    *lo = fit_edge(op, 0, INT64_MIN);
+    *hi = fit_edge(op, 0, INT64_MAX);
+    return 0;
+}

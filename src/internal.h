@@ -211,6 +211,7 @@ typedef struct sa__carena {
     char *base;
     size_t size;
     size_t used;
+    uint64_t idle_since_ns; /* when it last became empty (meaningful while used == 0) */
     sa__extent *free;
     size_t nfree, capfree;
 } sa__carena;

@@ -216,3 +216,30 @@ def test_large_int_list_round_trips_exactly():
 def test_list_call_accepts_timeout():
     assert shmaccel.double([1, 2, 3], timeout=30) == [2, 4, 6]
     assert shmaccel.square([1.5], timeout=None) == [2.25]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [2**62 + 1, 3, 0.5],  # ints stored as int64 first, converted when the float comes
+        [-(2**53) - 1, 2**53 + 1, 1.5],  # ...rounding as float(int) does
+        [3037000500, 1.0],  # square would overflow int64, but the list is float
+        [2**70, -(2**80), 0.25],  # beyond int64 before the float
+        [1.0, 2**70],  # beyond int64 after it
+        [0.5, True, 2],  # a bool after a float
+        list(range(-500, 500)) + [1e300],  # many ints, one float at the end
+    ],
+)
+def test_every_element_of_a_list_with_a_float_becomes_that_float(values):
+    for op in OPS:
+        assert kernel(op)(values) == [
+            (float(v) * 2.0 if op == "double" else float(v) * float(v)) for v in values
+        ], (op, values)
+
+
+def test_first_bad_element_is_reported_even_after_an_overflow():
+    # Type errors come before overflow errors, wherever they are in the list.
+    with pytest.raises(TypeError, match="element 2"):
+        shmaccel.square([1, 2**40, "x"])
+    with pytest.raises(OverflowError, match="element 1"):
+        shmaccel.square([1, 2**40, 3])

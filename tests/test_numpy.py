@@ -175,3 +175,24 @@ def test_numpy_and_array_array_results_agree():
     from_array = shmaccel.square(values)
     from_numpy = shmaccel.square(np.array(values, dtype=np.int32))
     assert from_array.tolist() == from_numpy.tolist()
+
+
+def _arena_mappings():
+    """The shmaccel arenas mapped in this process, by inode."""
+    with open("/proc/self/maps") as maps:
+        return {line.split()[4] for line in maps if "/dev/shm/shmaccel" in line}
+
+
+def test_calls_on_arrays_beyond_the_arena_cache_reuse_their_arenas(make_pool):
+    # 600 MB in and 600 MB out per call: past the 1 GiB of empty arenas kept for reuse. They
+    # used to be released and made again on every call (several seconds each at 10^8).
+    pool = make_pool(threads=2)
+    x = np.full(75_000_000, 3.0)
+    result = pool.square(x)
+    result = pool.square(x)  # the previous result is alive during this call: a third arena
+    settled = _arena_mappings()
+    for _ in range(3):
+        result = pool.square(x)
+        assert result[0] == 9.0 and result[-1] == 9.0
+        assert _arena_mappings() == settled, "arenas were released and made again"
+    del result

@@ -153,8 +153,9 @@ def test_small_dev_shm_serves_small_calls_and_refuses_what_does_not_fit(small_sh
             np = None
         if np is not None:
             expect_memory_error("numpy", lambda: shmaccel.square(np.ones(n)))
-            # The copy in (32 MB) fits; the result in the arena (32 MB more) does not.
-            expect_memory_error("numpy result", lambda: shmaccel.square(np.ones(4 * MB)))
+            # The copy in (40 MB) fits; the result in the arena (40 MB more) does not, even
+            # once the empty arenas kept for reuse have given way.
+            expect_memory_error("numpy result", lambda: shmaccel.square(np.ones(5 * MB)))
             assert (shmaccel.square(np.full(1000, 3.0)) == 9.0).all()
         # Refused at allocation: the worker never saw them, and serves on.
         assert worker_alive(pid) and shmaccel.default_pool().worker_pid == pid
@@ -214,6 +215,26 @@ def test_dev_shm_filled_while_the_pool_runs(small_shm):
         a = pool.zeros(3 * MB, "float64")
         assert pool.double(a, out=a) is a
         del a
+        pool.close()
+        print("OK")
+        """
+    )
+
+
+def test_empty_arenas_kept_for_reuse_give_way_to_a_new_one_that_needs_their_room(small_shm):
+    # Arenas left empty are kept for reuse; when /dev/shm then has no room for a bigger one,
+    # they are released first rather than the call failing.
+    small_shm(
+        """
+        pool = shmaccel.Pool(threads=1)
+        a = pool.zeros(3 * MB, "float64")  # 24 MB: a second arena beside the first 16 MB
+        assert pool.double(a, out=a) is a
+        del a
+        assert shm_free_mb() < 26, shm_free_mb()  # both still held, for reuse
+        b = pool.zeros(5 * MB, "float64")  # 40 MB: fits only once they are gone
+        assert pool.double(b, out=b) is b and b[-1] == 0.0
+        del b
+        small_calls_work(pool)
         pool.close()
         print("OK")
         """

@@ -12,6 +12,7 @@
 
 #define SLICE_NS 50000000 /* signal checks at least every 50 ms */
 #define COPY_GIL_FREE_BYTES (256 * 1024)
+#define GIL_HELD_WAIT_NS 5000 /* see run_request */
 
 static shim_state *
 state_of(ClientObject *self)
@@ -71,20 +72,17 @@ client_usable(ClientObject *self)
     return 1;
 }
 
-/* Submits a request and waits for it with the GIL released, in slices. Returns 0, or -1 with
- * an exception set (the request is then cancelled, its slot reclaimed safely). */
+/* Submits a request with the GIL released, in slices (all slots may be busy). Returns 0, or
+ * -1 with an exception set. */
 static int
-run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
-            sa_block *out, uint64_t deadline)
+submit_released(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+                sa_block *out, uint64_t deadline, sa_ticket *ticket)
 {
-    sa_client *c = self->client;
-    sa_ticket ticket;
     int err;
-
     for (;;) {
         int64_t slice = next_slice(deadline);
         Py_BEGIN_ALLOW_THREADS
-        err = sa_submit(c, op, dtype, count, in, out, slice, &ticket);
+        err = sa_submit(self->client, op, dtype, count, in, out, slice, ticket);
         Py_END_ALLOW_THREADS
         if (err != -ETIMEDOUT && err != -EINTR) {
             break;
@@ -100,7 +98,40 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
         shim_raise(state_of(self), err);
         return -1;
     }
-    for (;;) {
+    return 0;
+}
+
+/* Submits a request and waits for it. Returns 0, or -1 with an exception set (the request is
+ * then cancelled, its slot reclaimed safely).
+ *
+ * A session whose calls usually complete within GIL_HELD_WAIT_NS submits and first waits
+ * that long with the GIL held: handing the GIL to another thread and getting it back costs a
+ * futex wake-up each way, more than such a call itself, so with many threads the hand-offs
+ * and not the pool would bound the call rate (CPython's own lock and semaphore acquires try
+ * first with the GIL held too). Past that, and for longer calls from the start, the wait goes
+ * on with the GIL released, in slices that let signal handlers and the deadline run. */
+static int
+run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
+            sa_block *out, uint64_t deadline)
+{
+    sa_client *c = self->client;
+    sa_ticket ticket;
+    int err = -ETIMEDOUT;
+
+    if (sa_client_latency_ns(c) <= GIL_HELD_WAIT_NS
+        && (err = sa_submit(c, op, dtype, count, in, out, 0, &ticket)) == 0) {
+        uint64_t now = now_ns();
+        int64_t held = deadline <= now ? 0
+                       : deadline - now < GIL_HELD_WAIT_NS ? (int64_t)(deadline - now)
+                                                            : GIL_HELD_WAIT_NS;
+        err = sa_wait(c, &ticket, held);
+    } else if (err != -ETIMEDOUT) {
+        shim_raise(state_of(self), err); /* nothing submitted */
+        return -1;
+    } else if (submit_released(self, op, dtype, count, in, out, deadline, &ticket) < 0) {
+        return -1;
+    }
+    while (err == -ETIMEDOUT || err == -EINTR) {
         int64_t slice = next_slice(deadline);
         Py_BEGIN_ALLOW_THREADS
         err = sa_wait(c, &ticket, slice);
@@ -493,6 +524,11 @@ Client_run(ClientObject *self, PyObject *args)
 static int
 fill_int64(int op, PyObject **items, Py_ssize_t n, int64_t *dst)
 {
+    int64_t lo, hi; /* the inputs whose result fits: two comparisons instead of a call each */
+    if (sa_op_int64_bounds((uint32_t)op, &lo, &hi) < 0) {
+        PyErr_SetString(PyExc_ValueError, "unknown op");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
@@ -503,7 +539,7 @@ fill_int64(int op, PyObject **items, Py_ssize_t n, int64_t *dst)
         if (v == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (!sa_op_int64_fits((uint32_t)op, v)) {
+        if (v < lo || v > hi) {
             PyErr_Format(PyExc_OverflowError, "%s of element %zd (%lld) overflows int64",
                          sa_op_name((uint32_t)op), i, v);
             return -1;
@@ -530,19 +566,61 @@ fill_float64(PyObject **items, Py_ssize_t n, double *dst)
     return 0;
 }
 
-int
-shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
-                  shim_list *lp)
+/* The common case in one pass: exact ints (each within the op's int64 bounds) and exact
+ * floats, stored as int64 until the first float, then as float64 (the ints before it converted
+ * in place, rounding as float(int) does). Returns 1 when done (*is_float set), 0 when some
+ * element needs the careful path (nothing raised, dst partly written). */
+static int
+fill_common(int op, PyObject **items, Py_ssize_t n, void *dst, int *is_float)
 {
-    PyObject *fast;
-    PyObject **items;
+    int64_t *ints = dst, lo, hi;
+    double *floats = dst;
+    Py_ssize_t i;
 
-    memset(lp, 0, sizeof(*lp));
-    if ((fast = PySequence_Fast(seq, "expected a list or tuple")) == NULL) {
-        return -1;
+    if (sa_op_int64_bounds((uint32_t)op, &lo, &hi) < 0) {
+        return 0;
     }
-    lp->n = PySequence_Fast_GET_SIZE(fast);
-    items = PySequence_Fast_ITEMS(fast);
+    for (i = 0; i < n && PyLong_CheckExact(items[i]); i++) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
+        if (overflow || v < lo || v > hi) {
+            return 0;
+        }
+        ints[i] = v;
+    }
+    *is_float = i < n;
+    if (i == n) {
+        return 1;
+    }
+    for (Py_ssize_t j = 0; j < i; j++) {
+        floats[j] = (double)ints[j];
+    }
+    for (; i < n; i++) {
+        PyObject *it = items[i];
+        if (PyFloat_CheckExact(it)) {
+            floats[i] = PyFloat_AS_DOUBLE(it);
+        } else if (PyLong_CheckExact(it)) {
+            double d = PyLong_AsDouble(it);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            floats[i] = d;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Any other list: checks every element's type first (TypeError before any OverflowError),
+ * snapshotting the list when converting may run Python code, then converts. Returns 0 or -1;
+ * *fast may be replaced by the snapshot. */
+static int
+fill_careful(int op, PyObject **fast, shim_list *lp)
+{
+    PyObject **items = PySequence_Fast_ITEMS(*fast);
+    lp->is_float = 0;
     for (Py_ssize_t i = 0; i < lp->n; i++) {
         PyObject *it = items[i];
         if (PyFloat_Check(it)) {
@@ -551,29 +629,49 @@ shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
             PyErr_Format(PyExc_TypeError,
                          "element %zd has type %.100s; shmaccel lists hold int and float only", i,
                          Py_TYPE(it)->tp_name);
-            goto fail;
+            return -1;
         }
         if (!PyLong_CheckExact(it) && !PyFloat_CheckExact(it) && !PyBool_Check(it)
-            && PyList_CheckExact(fast)) {
+            && PyList_CheckExact(*fast)) {
             /* Converting this element runs Python code (__index__, __float__) that could
              * change the list under us: work on a snapshot instead. */
-            PyObject *snapshot = PyList_AsTuple(fast);
+            PyObject *snapshot = PyList_AsTuple(*fast);
             if (snapshot == NULL) {
-                goto fail;
+                return -1;
             }
-            Py_SETREF(fast, snapshot);
-            items = PySequence_Fast_ITEMS(fast);
+            Py_SETREF(*fast, snapshot);
+            items = PySequence_Fast_ITEMS(*fast);
         }
     }
+    return lp->is_float ? fill_float64(items, lp->n, sa_block_data(lp->block))
+                        : fill_int64(op, items, lp->n, sa_block_data(lp->block));
+}
+
+int
+shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
+                  shim_list *lp)
+{
+    PyObject *fast;
+
+    memset(lp, 0, sizeof(*lp));
+    if ((fast = PySequence_Fast(seq, "expected a list or tuple")) == NULL) {
+        return -1;
+    }
+    lp->n = PySequence_Fast_GET_SIZE(fast);
     if (lp->n == 0) {
         Py_DECREF(fast);
         return 1;
     }
+    if ((size_t)lp->n > SIZE_MAX / 8) {
+        PyErr_SetString(PyExc_OverflowError, "list too long");
+        goto fail;
+    }
     if (alloc_block(self, (size_t)lp->n * 8, deadline, &lp->block) < 0) {
         goto fail;
     }
-    if (lp->is_float ? fill_float64(items, lp->n, sa_block_data(lp->block))
-                     : fill_int64(op, items, lp->n, sa_block_data(lp->block))) {
+    if (!fill_common(op, PySequence_Fast_ITEMS(fast), lp->n, sa_block_data(lp->block),
+                     &lp->is_float)
+        && fill_careful(op, &fast, lp) < 0) {
         goto fail;
     }
     Py_DECREF(fast);
@@ -591,9 +689,10 @@ shim_list_result(const shim_list *lp)
     if (result == NULL) {
         return NULL;
     }
+    const void *data = sa_block_data(lp->block);
     for (Py_ssize_t i = 0; i < lp->n; i++) {
-        PyObject *v = lp->is_float ? PyFloat_FromDouble(((double *)sa_block_data(lp->block))[i])
-                                   : PyLong_FromLongLong(((int64_t *)sa_block_data(lp->block))[i]);
+        PyObject *v = lp->is_float ? PyFloat_FromDouble(((const double *)data)[i])
+                                   : PyLong_FromLongLong(((const int64_t *)data)[i]);
         if (v == NULL) {
             Py_DECREF(result);
             return NULL;

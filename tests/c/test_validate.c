@@ -143,6 +143,26 @@ op_int64_fits_follows_exact_arithmetic(void)
 }
 
 static void
+op_int64_bounds_are_the_edges_of_fitting(void)
+{
+    int64_t lo, hi;
+    CHECK_EQ(sa_op_int64_bounds(SA_OP_DOUBLE, &lo, &hi), 0);
+    CHECK_EQ(lo, -(INT64_C(1) << 62));
+    CHECK_EQ(hi, (INT64_C(1) << 62) - 1);
+    CHECK_EQ(sa_op_int64_bounds(SA_OP_SQUARE, &lo, &hi), 0);
+    CHECK_EQ(lo, -3037000499);
+    CHECK_EQ(hi, 3037000499);
+    for (uint32_t op = 1; op <= SA_OP_MAX; op++) {
+        CHECK_EQ(sa_op_int64_bounds(op, &lo, &hi), 0);
+        CHECK(sa_op_int64_fits(op, lo) && sa_op_int64_fits(op, hi) && sa_op_int64_fits(op, 0));
+        CHECK(lo == INT64_MIN || !sa_op_int64_fits(op, lo - 1));
+        CHECK(hi == INT64_MAX || !sa_op_int64_fits(op, hi + 1));
+    }
+    CHECK_EQ(sa_op_int64_bounds(0, &lo, &hi), SA_EBADOP);
+    CHECK_EQ(sa_op_int64_bounds(SA_OP_MAX + 1, &lo, &hi), SA_EBADOP);
+}
+
+static void
 names_round_trip(void)
 {
     for (uint32_t d = 1; d <= SA_DTYPE_MAX; d++) {
@@ -180,5 +200,6 @@ CTEST_MAIN("validate", CTEST_CASE(validate_accepts_well_formed_requests),
            CTEST_CASE(validate_rejects_ranges_past_the_arena),
            CTEST_CASE(validate_rejects_misaligned_offsets),
            CTEST_CASE(validate_rejects_partial_overlap), CTEST_CASE(errors_have_names),
-           CTEST_CASE(op_int64_fits_follows_exact_arithmetic), CTEST_CASE(names_round_trip),
+           CTEST_CASE(op_int64_fits_follows_exact_arithmetic),
+           CTEST_CASE(op_int64_bounds_are_the_edges_of_fitting), CTEST_CASE(names_round_trip),
            CTEST_CASE(pool_names_are_restricted))
