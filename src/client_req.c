@@ -254,6 +254,7 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
      * take longer (big arrays, an overloaded pool) barely spin. */
     latency = atomic_load_explicit(&c->latency_ns, memory_order_relaxed);
     spin = latency > SPIN_MAX_NS ? SPIN_MIN_NS : SPIN_MAX_NS;
+    unsigned steps = 0;
     for (;;) {
         if (sem_trywait(&slot->done) == 0) {
             if (is_done(c, t)) {
@@ -268,7 +269,7 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
         if (now - start >= spin || now >= deadline) {
             break;
         }
-        sa__cpu_relax();
+        sa__spin_step(&steps);
     }
 
     for (;;) {

@@ -5,6 +5,7 @@
 #ifndef SA_INTERNAL_H
 #define SA_INTERNAL_H
 
+#include <sched.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,20 @@ sa__cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* One step of a spin-wait: a pause, and every 128th step a sched_yield(). When there are
+ * fewer free CPUs than spinners (a busy machine), the thread that would end the wait may be
+ * queued behind the spinner on its CPU: the yield lets it run instead of waiting for the end
+ * of the spinner's time slice. On an idle CPU the yield returns at once. `*steps` counts. */
+static inline void
+sa__spin_step(unsigned *steps)
+{
+    if ((++*steps & 127) == 0) {
+        sched_yield();
+    } else {
+        sa__cpu_relax();
+    }
 }
 
 /* ---- shm.c: shared memory segments ---------------------------------------------------- */

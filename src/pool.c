@@ -495,11 +495,12 @@ spin_for_work(sa__worker *w)
     }
     announce_spinning(w, 1);
     uint64_t until = sa__now_ns() + SPIN_NS;
+    unsigned steps = 0;
     do {
         if (spin_step(w)) {
             until = sa__now_ns() + SPIN_NS;
         }
-        sa__cpu_relax();
+        sa__spin_step(&steps);
     } while (sa__now_ns() < until && !atomic_load_explicit(&w->stop, memory_order_relaxed));
     /* Clear the flag, then look once more: a client that saw the flag set did not post, and
      * its submission is visible to this scan (seq_cst on both sides). */

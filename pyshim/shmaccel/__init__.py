@@ -58,12 +58,18 @@ def double(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
     return (may be data, for in place). timeout=: seconds, TimeoutError past it.
     Fixed-width integers wrap around as in numpy.
     """
-    return default_pool().double(data, out=out, timeout=timeout)
+    pool = _default  # read without the lock: the common case, a live default pool
+    if pool is None or pool.closed:
+        pool = default_pool()
+    return pool.double(data, out=out, timeout=timeout)
 
 
 def square(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
     """Return data * data element-wise, computed in the worker pool (see double())."""
-    return default_pool().square(data, out=out, timeout=timeout)
+    pool = _default
+    if pool is None or pool.closed:
+        pool = default_pool()
+    return pool.square(data, out=out, timeout=timeout)
 
 
 def empty(n: int, dtype: Any = "float64", *, pool: Pool | None = None) -> SharedArray:

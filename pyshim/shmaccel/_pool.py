@@ -86,12 +86,20 @@ class Pool:
 
     # -- the kernels ------------------------------------------------------------------------
 
+    # double() and square() repeat run()'s hot path: a Python call less per small call.
+
     def double(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
         """Return data * 2 element-wise (see shmaccel.double)."""
+        if out is not None and type(data) is SharedArray and type(out) is SharedArray:
+            self._client.run("double", data, out, timeout)
+            return out
         return self.run("double", data, out=out, timeout=timeout)
 
     def square(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
         """Return data * data element-wise (see shmaccel.square)."""
+        if out is not None and type(data) is SharedArray and type(out) is SharedArray:
+            self._client.run("square", data, out, timeout)
+            return out
         return self.run("square", data, out=out, timeout=timeout)
 
     def run(self, op: str, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
