@@ -432,13 +432,15 @@ sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out
         free(b);
         return -ETIMEDOUT;
     }
+    /* Trim first: once a range is taken from an arena (and before `used` counts it), the
+     * arena must not look empty to the trim. */
+    arenas_trim(c, 0);
     for (uint32_t id = 0; id < SA__MAX_ARENAS && offset == SIZE_MAX; id++) {
         if (c->arenas[id] != NULL) {
             a = c->arenas[id];
             offset = extent_take(a, length);
         }
     }
-    arenas_trim(c, 0);
     if (offset == SIZE_MAX) {
         err = arena_create(c, length, deadline, &a);
         if (err == -ENOMEM) {

@@ -233,3 +233,24 @@ def test_shared_array_outlives_its_pool_and_views_outlive_the_array(children):
     )
     child.expect("OK", timeout=30)
     assert child.finish(timeout=30) == 0, child.transcript()
+
+
+def test_arrays_carved_from_an_arena_left_idle_beyond_the_cache_stay_usable(make_pool):
+    # More than the 1 GiB of empty arenas kept for reuse is mapped; one arena empties and
+    # stays idle past the 2 s after which such arenas are released. A new array that fits in
+    # it must get a live one: the release once picked the very arena it was carved from.
+    import time
+
+    pool = make_pool(threads=2)
+    n = 55_000_000  # 440 MB of float64 per array: three of them pass 1 GiB
+    keep = [pool.zeros(n, "float64") for _ in range(2)]
+    idle = pool.zeros(n, "float64")
+    del idle  # its arena is now empty
+    time.sleep(2.2)
+    fresh = pool.array(array.array("d", [1.5]) * 1000)  # fits in the idle arena
+    assert pool.double(fresh, out=fresh) is fresh
+    assert fresh.tolist() == [3.0] * 1000
+    other = pool.array(array.array("d", [2.5]) * 1000)  # and a neighbour there
+    assert pool.square(other).tolist() == [6.25] * 1000
+    assert fresh.tolist() == [3.0] * 1000
+    assert all(a[0] == 0.0 and a[n - 1] == 0.0 for a in keep)
