@@ -114,7 +114,7 @@ int sa_op_int64_bounds(uint32_t op, int64_t *lo, int64_t *hi);
  *   RUNNING --client cancel CAS--> ABANDONED --worker, when finished--> FREE (gen+1)
  */
 #define SA_MAGIC 0x414d4853u /* "SHMA" */
-#define SA_PROTO_VERSION 2u
+#define SA_PROTO_VERSION 3u
 
 enum sa_slot_state {
     SA_SLOT_FREE = 0,
@@ -233,7 +233,8 @@ sa_control_area(sa_control *ctl, uint32_t seat)
 /* ---------------------------------------------------------------------------------------------
  * Session socket messages (SOCK_STREAM, Unix domain). Fixed size; descriptors ride along with
  * SCM_RIGHTS. Worker -> client: HELLO (control segment fd), REPLY, STOPPING.
- * Client -> worker: ARENA_ADD (arena fd; answered by REPLY), ARENA_DEL (one-way).
+ * Client -> worker: ARENA_ADD (arena fd; answered by REPLY), ARENA_DEL (one-way), SYNC
+ * (answered by REPLY once every earlier message is handled).
  */
 /* sa_submit_ex flags */
 #define SA_SUBMIT_NOTIFY 1u /* also signal the client's notify socket on completion */
@@ -246,6 +247,8 @@ enum sa_msg_type {
     SA_MSG_STOPPING = 5,  /* the pool is stopping; no new requests */
     SA_MSG_NOTIFY = 6,    /* socket attached: signalled on completion of SA_SUBMIT_NOTIFY
                              requests; one-way; once per session (later ones ignored) */
+    SA_MSG_SYNC = 7,      /* arg64: sequence number; REPLY (status 0) when every message
+                             before it is handled (the ARENA_DELs: their room is free) */
 };
 
 typedef struct sa_msg {

@@ -80,9 +80,10 @@ SLOW_REPEATS = 3
 # place), the arena's copy of a numpy input and its result, numpy_expr's fresh result, and one
 # spare (an arena released while the next is made).
 # The process pools (pickled chunks and results) and the C limit (two arrays) run after these
-# are freed and need fewer.
+# are freed and need fewer. The margin leaves room for the rest of the machine; arenas are
+# kept for reuse now (not made afresh each call), so one spare array is enough.
 ARRAYS_AT_ONCE = 11
-MEMORY_MARGIN = 2
+MEMORY_MARGIN = 1.25
 
 # A rough throughput of the C limit, only to choose its --repeats.
 LIMIT_GUESS_GBS = 20.0

@@ -109,6 +109,70 @@ set_reply_timeout(int sock)
     setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
 }
 
+/* Every live client, so that the child of a fork() drops them all (sa_client_forget_after_fork)
+ * before any of them is touched: a client the caller forgets to hand over (kept alive only by
+ * its blocks, say) would otherwise end the parent's session when the child frees it. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static sa_client *registry;
+static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+
+static void
+registry_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+static void
+registry_parent(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* In the child only the forking thread exists, and it holds the lock (prepare). */
+static void
+registry_child(void)
+{
+    for (sa_client *c = registry; c != NULL; c = c->registry_next) {
+        sa_client_forget_after_fork(c);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_init(void)
+{
+    pthread_atfork(registry_prepare, registry_parent, registry_child);
+}
+
+static void
+registry_add(sa_client *c)
+{
+    pthread_once(&registry_once, registry_init);
+    pthread_mutex_lock(&registry_lock);
+    c->registry_prev = NULL;
+    c->registry_next = registry;
+    if (registry != NULL) {
+        registry->registry_prev = c;
+    }
+    registry = c;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_remove(sa_client *c)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (c->registry_prev != NULL) {
+        c->registry_prev->registry_next = c->registry_next;
+    } else {
+        registry = c->registry_next;
+    }
+    if (c->registry_next != NULL) {
+        c->registry_next->registry_prev = c->registry_prev;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
 static sa_client *
 client_new(void)
 {
@@ -123,6 +187,7 @@ client_new(void)
     atomic_init(&c->latency_ns, 10000);
     atomic_init(&c->hangup_checked_ns, 0);
     pthread_mutex_init(&c->lock, NULL);
+    registry_add(c);
     return c;
 }
 
@@ -130,6 +195,7 @@ client_new(void)
 static void
 client_discard(sa_client *c)
 {
+    registry_remove(c);
     if (c->sock >= 0) {
         close(c->sock);
     }

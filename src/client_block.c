@@ -132,6 +132,7 @@ await_reply(sa_client *c, uint64_t seq, uint64_t deadline_ns, int *status)
             continue; /* the seat's stopping flag says it too */
         }
         if (reply.type != SA_MSG_REPLY) {
+            atomic_store(&c->dead, 1); /* we no longer know what the worker holds */
             return SA_EPROTO;
         }
         if (reply.arg64 == seq) {
@@ -141,11 +142,16 @@ await_reply(sa_client *c, uint64_t seq, uint64_t deadline_ns, int *status)
     }
 }
 
-/* Waits until `deadline_ns` for the reply to a request given up on earlier, if any. 0 once
- * none is due; else as await_reply. Under c->lock. */
+static void arena_unmap(sa__carena *a);
+static void arena_install(sa_client *c, sa__carena *a);
+
+/* Waits until `deadline_ns` for the reply to a request given up on earlier, if any, and
+ * settles it: an arena registration given up on is installed if the worker accepted it, else
+ * unmapped. 0 once none is due; else as await_reply. Under c->lock. */
 static int
 settle_unanswered(sa_client *c, uint64_t deadline_ns)
 {
+    sa__carena *a;
     int err, status;
     if (c->unanswered == 0) {
         return 0;
@@ -153,15 +159,22 @@ settle_unanswered(sa_client *c, uint64_t deadline_ns)
     if ((err = await_reply(c, c->unanswered, deadline_ns, &status)) < 0) {
         return err;
     }
-    c->unanswered = 0; /* its status does not matter: the caller gave up on it */
+    c->unanswered = 0;
+    a = c->pending;
+    c->pending = NULL;
+    if (a != NULL && status == 0) {
+        arena_install(c, a);
+    } else if (a != NULL) {
+        arena_unmap(a);
+    }
     return 0;
 }
 
 /* Sends a request and waits for its reply until `deadline_ns`, under c->lock. Returns the
  * reply's status, -ETIMEDOUT or -EINTR when the worker did not answer in time (the session
- * goes on: the late reply, recognised by its sequence number, is awaited by the next request
+ * goes on: the late reply, recognised by its sequence number, is settled by the next request
  * before it sends anything, so that a stopped worker never has more than one request queued
- * and the socket never fills), SA_EWORKERDIED. */
+ * and the socket never fills), SA_EWORKERDIED, SA_EPROTO. */
 static int
 request(sa_client *c, sa_msg *msg, int fd, uint64_t deadline_ns)
 {
@@ -228,8 +241,21 @@ arena_unmap(sa__carena *a)
     free(a);
 }
 
+/* Counts `a` among the session's arenas (registered with the worker). Under c->lock. */
+static void
+arena_install(sa_client *c, sa__carena *a)
+{
+    a->idle_since_ns = sa__now_ns();
+    c->arenas[a->id] = a;
+    c->narenas++;
+    c->mapped += a->size;
+}
+
 /* Creates an arena of at least `need` bytes and registers it, waiting for the worker's reply
- * until `deadline_ns` at most. Called with c->lock held. */
+ * until `deadline_ns` at most; past the deadline nothing is made. A registration the caller
+ * gives up on (-ETIMEDOUT, -EINTR) keeps its arena pending: the late reply installs it, so a
+ * caller retrying after each signal does not make a new arena each time. Called with c->lock
+ * held and no registration pending (settle_unanswered first). */
 static int
 arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
 {
@@ -240,15 +266,13 @@ arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
     void *base;
     int fd, err;
 
+    if (c->unanswered != 0 || (deadline_ns != UINT64_MAX && sa__now_ns() >= deadline_ns)) {
+        return -ETIMEDOUT;
+    }
     for (id = 0; id < SA__MAX_ARENAS && c->arenas[id] != NULL; id++) {
     }
     if (id == SA__MAX_ARENAS) {
         return -ENOMEM;
-    }
-    /* A worker that has not answered our last registration yet is not sent another one (nor
-     * is a segment made and populated for it). */
-    if ((err = settle_unanswered(c, deadline_ns)) < 0) {
-        return err;
     }
     /* Grow geometrically so that a session doing ever larger calls makes few arenas. */
     size = c->mapped < ARENA_GROW_MAX ? (c->mapped > ARENA_MIN_BYTES ? c->mapped : ARENA_MIN_BYTES)
@@ -274,7 +298,6 @@ arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
     a->id = id;
     a->base = base;
     a->size = size;
-    a->idle_since_ns = sa__now_ns();
     msg.arg32 = id;
     msg.arg64 = size;
     sa__fault_point("client-arena-add");
@@ -282,21 +305,26 @@ arena_create(sa_client *c, size_t need, uint64_t deadline_ns, sa__carena **out)
     /* The worker holds its own descriptor (or mapping) now; ours is no longer needed. */
     close(fd);
     if (err == -ETIMEDOUT || err == -EINTR) {
-        /* The worker may still register it when it wakes up: withdraw it behind that, in
-         * order on the same socket, so that the id can be reused safely. */
-        sa_msg del = {.magic = SA_MAGIC, .type = SA_MSG_ARENA_DEL, .arg32 = id};
-        sa__msg_send(c->sock, &del, -1);
+        c->pending = a; /* its id stays taken: arena_create runs only once it is settled */
+        return err;
     }
     if (err < 0) {
         arena_unmap(a);
         return err;
     }
     sa__fault_point("client-arena-registered");
-    c->arenas[id] = a;
-    c->narenas++;
-    c->mapped += size;
+    arena_install(c, a);
     *out = a;
     return 0;
+}
+
+/* A round trip after which the worker has handled every message sent before it (ARENA_DEL
+ * included: the room of released arenas is free in /dev/shm again). Under c->lock. */
+static int
+sync_with_worker(sa_client *c, uint64_t deadline_ns)
+{
+    sa_msg msg = {.magic = SA_MAGIC, .type = SA_MSG_SYNC};
+    return request(c, &msg, -1, deadline_ns);
 }
 
 /* Releases arena `a` (empty: no block lives in it, so no request uses it). Called with
@@ -318,24 +346,28 @@ arena_release(sa_client *c, sa__carena *a)
 }
 
 /* Releases the arenas that have been empty for ARENA_IDLE_NS while more than the cache limit
- * is mapped (all empty ones when `all`: /dev/shm is full and a new arena needs the room).
+ * is mapped (all empty ones when `all`: /dev/shm is full and a new arena needs the room);
+ * returns how many.
  * An arena that just emptied is kept a while: a program calling over and over on arrays
  * bigger than the cache would otherwise make, fill and register its arenas again each call.
  * Called with c->lock held, on every allocation and release. */
-static void
+static int
 arenas_trim(sa_client *c, int all)
 {
     uint64_t now;
+    int released = 0;
     if (atomic_load(&c->closed) || (!all && c->mapped <= ARENA_CACHE_BYTES)) {
-        return;
+        return 0;
     }
     now = sa__now_ns();
     for (uint32_t id = 0; id < SA__MAX_ARENAS && (all || c->mapped > ARENA_CACHE_BYTES); id++) {
         sa__carena *a = c->arenas[id];
         if (a != NULL && a->used == 0 && (all || now - a->idle_since_ns >= ARENA_IDLE_NS)) {
             arena_release(c, a);
+            released++;
         }
     }
+    return released;
 }
 
 /* Returns b's range to its arena. Called with c->lock held. */
@@ -363,11 +395,24 @@ drain_deferred_locked(sa_client *c)
     return list;
 }
 
-/* Unlocks c->lock, then frees the blocks drained under it. */
+/* Unlocks c->lock, then frees the blocks drained under it. A block deferred after the drain
+ * but before the unlock would wait for the lock's next user (its client reference keeping
+ * the client alive): whoever unlocks looks again, and drains if the lock is free. */
 static void
 unlock_and_free(sa_client *c, sa_block *list)
 {
     pthread_mutex_unlock(&c->lock);
+    while (atomic_load(&c->deferred) != NULL && pthread_mutex_trylock(&c->lock) == 0) {
+        sa_block *more = drain_deferred_locked(c), *last = more;
+        pthread_mutex_unlock(&c->lock);
+        if (last != NULL) {
+            while (last->next_deferred != NULL) {
+                last = last->next_deferred;
+            }
+            last->next_deferred = list;
+            list = more;
+        }
+    }
     while (list != NULL) {
         sa_block *next = list->next_deferred;
         free(list);
@@ -383,8 +428,25 @@ sa__arena_prime(sa_client *c)
     int err;
     pthread_mutex_lock(&c->lock);
     err = arena_create(c, 1, UINT64_MAX, &a);
-    pthread_mutex_unlock(&c->lock);
+    unlock_and_free(c, drain_deferred_locked(c));
     return err;
+}
+
+/* Carves `length` bytes from the first arena with room, counting them in its `used`.
+ * Returns the offset (and the arena in *out), or SIZE_MAX. Under c->lock. */
+static size_t
+take(sa_client *c, size_t length, sa__carena **out)
+{
+    for (uint32_t id = 0; id < SA__MAX_ARENAS; id++) {
+        sa__carena *a = c->arenas[id];
+        size_t offset;
+        if (a != NULL && (offset = extent_take(a, length)) != SIZE_MAX) {
+            a->used += length;
+            *out = a;
+            return offset;
+        }
+    }
+    return SIZE_MAX;
 }
 
 /* Takes c->lock, waiting until `deadline_ns` at most (another thread may hold it through a
@@ -432,28 +494,23 @@ sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out
         free(b);
         return -ETIMEDOUT;
     }
-    /* Trim first: once a range is taken from an arena (and before `used` counts it), the
-     * arena must not look empty to the trim. */
-    arenas_trim(c, 0);
-    for (uint32_t id = 0; id < SA__MAX_ARENAS && offset == SIZE_MAX; id++) {
-        if (c->arenas[id] != NULL) {
-            a = c->arenas[id];
-            offset = extent_take(a, length);
-        }
-    }
-    if (offset == SIZE_MAX) {
+    offset = take(c, length, &a);
+    /* No room: settle a registration answered late first (its arena may have the room). */
+    if (offset == SIZE_MAX && (err = settle_unanswered(c, deadline)) == 0
+        && (offset = take(c, length, &a)) == SIZE_MAX) {
         err = arena_create(c, length, deadline, &a);
-        if (err == -ENOMEM) {
-            arenas_trim(c, 1); /* the room idle arenas hold may be what /dev/shm lacks */
+        if (err == -ENOMEM && arenas_trim(c, 1) > 0 && (err = sync_with_worker(c, deadline)) == 0) {
+            /* The room idle arenas held may be what /dev/shm lacked: once the worker has
+             * dropped them too (the round trip), try again. */
             err = arena_create(c, length, deadline, &a);
         }
         if (err == 0) {
             offset = extent_take(a, length);
+            a->used += length;
         }
     }
-    if (err == 0) {
-        a->used += length;
-    }
+    /* After the range is counted in `used`: its arena never looks empty to the trim. */
+    arenas_trim(c, 0);
     unlock_and_free(c, drain_deferred_locked(c));
     if (err < 0) {
         free(b);
@@ -492,9 +549,17 @@ sa_block_unref(sa_block *b)
      * the holder instead, which releases it before unlocking. */
     if (pthread_mutex_trylock(&c->lock) != 0) {
         sa_block *head = atomic_load(&c->deferred);
+        /* Our own reference on c: once pushed, b (and the reference it holds) may be freed
+         * by whoever drains, at any moment. */
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
         do {
             b->next_deferred = head;
         } while (!atomic_compare_exchange_weak(&c->deferred, &head, b));
+        /* The holder may have drained and unlocked just before our push: look once more. */
+        if (pthread_mutex_trylock(&c->lock) == 0) {
+            unlock_and_free(c, drain_deferred_locked(c));
+        }
+        sa__client_unref(c);
         return;
     }
     block_release_locked(c, b);
@@ -530,6 +595,10 @@ sa__arenas_free(sa_client *c)
             arena_unmap(c->arenas[id]);
             c->arenas[id] = NULL;
         }
+    }
+    if (c->pending != NULL) {
+        arena_unmap(c->pending);
+        c->pending = NULL;
     }
     c->narenas = 0;
     c->mapped = 0;

@@ -268,10 +268,13 @@ struct sa_client {
     atomic_uint refs;         /* 1 for the owner + 1 per live block */
     atomic_uint_least64_t latency_ns; /* moving average of completion times (sa_wait) */
     atomic_uint_least64_t hangup_checked_ns; /* when sa_client_dead last polled the socket */
+    sa_client *registry_next, *registry_prev; /* every live client (client.c, for fork) */
     pthread_mutex_t lock;     /* arenas and the socket's request/reply */
     int notify_fd;            /* our end of the notify socket pair, or -1 (under lock) */
     uint64_t request_seq;     /* sequence number of the last request sent (under lock) */
     uint64_t unanswered;      /* a request given up on whose reply is still due, or 0 */
+    struct sa__carena *pending; /* the arena of that request, if it was a registration: kept,
+                                 * and installed if the late reply accepts it */
     _Atomic(sa_block *) deferred; /* blocks freed while the lock was busy (lock-free stack) */
     sa__carena *arenas[SA__MAX_ARENAS];
     uint32_t narenas;

@@ -352,6 +352,9 @@ sa__session_handle(sa__worker *w, uint32_t s, const sa_msg *msg, int fd)
         }
         return 0;
     }
+    case SA_MSG_SYNC:
+        reply.status = 0; /* messages are handled in order: all before it are done */
+        break;
     case SA_MSG_ARENA_DEL:
         /* One-way: the client never waits for this (it may hold the GIL). An unknown id is
          * the client's own confusion and costs it nothing but the message. */

@@ -69,3 +69,41 @@ def test_sigint_interrupts_a_blocked_call_with_keyboard_interrupt(children, mode
     assert wait_until(lambda: not worker_alive(worker_pid), 5.0), (
         f"worker {worker_pid} outlived its client"
     )
+
+
+def test_a_signal_every_few_ms_does_not_keep_a_call_from_getting_memory():
+    # A timer signal with a Python handler (a sampling profiler, a watchdog) interrupts the
+    # wait for the worker to accept a new arena again and again. The registration once
+    # started over after each signal, with a new arena each time, and a 200 MB one (filled
+    # on both sides, tens of ms) never got through.
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    script = """
+import array, signal, shmaccel
+fired = 0
+def tick(signum, frame):
+    global fired
+    fired += 1
+pool = shmaccel.Pool(threads=1)
+signal.signal(signal.SIGALRM, tick)
+signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+result = pool.square(array.array("d", [3.0]) * 25_000_000)
+signal.setitimer(signal.ITIMER_REAL, 0)
+with open("/proc/self/maps") as maps:
+    arenas = {line.split()[4] for line in maps if "/dev/shm/shmaccel" in line}
+print(result[0], result[-1], fired, len(arenas), flush=True)
+pool.close()
+"""
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, env=child_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("the call never got its memory while the timer kept firing")
+    assert proc.returncode == 0, proc.stderr
+    first, last, fired, arenas = proc.stdout.split()
+    assert (float(first), float(last)) == (9.0, 9.0)
+    assert int(fired) > 0
+    assert int(arenas) <= 2, f"{arenas} arenas mapped: one was made per interruption"

@@ -51,3 +51,38 @@ def test_child_dying_by_fork_without_using_shmaccel_does_not_end_parent_session(
     time.sleep(0.1)
     assert shmaccel.square([5]) == [25]
     assert shmaccel.default_pool().worker_pid == pid
+
+
+def test_child_freeing_arrays_of_a_pool_the_parent_dropped_leaves_the_parent_session_alone():
+    # The Pool object is gone; its session lives on in the arrays made from it. A child that
+    # frees those arrays (and exits normally, running every finaliser) must not end the
+    # parent's session: the private worker would see its socket shut down and exit.
+    import gc
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    script = """
+import gc, os, sys, time
+import shmaccel
+pool = shmaccel.Pool(threads=1)
+pid = pool.worker_pid
+arrays = [pool.zeros(1000, "float64") for _ in range(3)]
+del pool
+gc.collect()
+child = os.fork()
+if child == 0:
+    del arrays
+    gc.collect()
+    sys.exit(0)  # a normal exit: atexit handlers and deallocators run
+os.waitpid(child, 0)
+time.sleep(0.3)
+alive = os.waitpid(pid, os.WNOHANG) == (0, 0)
+print("worker alive" if alive else "worker gone", flush=True)
+"""
+    gc.collect()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "worker alive", (proc.stdout, proc.stderr)

@@ -319,6 +319,12 @@ handle_and_check(int client, const sa_msg *msg, int fd)
             die("ARENA_DEL must be one-way and leave no arena under its id");
         }
         return 0;
+    case SA_MSG_SYNC:
+        if (ret != 0 || nreplies != 1 || replies[0].type != SA_MSG_REPLY
+            || replies[0].status != 0 || replies[0].arg64 != msg->arg64 || after != before) {
+            die("SYNC must get one REPLY echoing it, status 0, and change nothing");
+        }
+        return 0;
     case SA_MSG_NOTIFY:
         if (ret != 0 || nreplies != 0) {
             die("NOTIFY must be one-way");

@@ -32,7 +32,7 @@ U64 = 2**64 - 1
 MAX_COUNT = 1 << 40  # the worker's default limit
 ARENA = 4096
 
-HELLO, ARENA_ADD, ARENA_DEL, REPLY, STOPPING, NOTIFY = 1, 2, 3, 4, 5, 6
+HELLO, ARENA_ADD, ARENA_DEL, REPLY, STOPPING, NOTIFY, SYNC = 1, 2, 3, 4, 5, 6, 7
 
 # fuzz_protocol's attachment kinds (enum attach) and record flags.
 (
@@ -193,7 +193,10 @@ def protocol_seeds():
         "reply-from-client": record(NONE, REPLY),
         "stopping-from-client": record(NONE, STOPPING),
         "type-zero": record(NONE, 0),
-        "type-unknown-with-fd": record(MEMFD, 7),
+        "type-unknown-with-fd": record(MEMFD, 8),
+        "sync": record(NONE, SYNC, 3, 42),
+        "sync-with-fd": record(MEMFD, SYNC, 0, 1),
+        "del-then-sync": add(0) + delete(0) + record(NONE, SYNC, 0, 2) + add(0),
         "bad-magic": record(MEMFD, ARENA_ADD, magic=0x12345678),
         "partial-message": add(0) + record(MEMFD | PARTIAL, ARENA_ADD, 1, 2, size=13),
         "partial-empty": record(PARTIAL, ARENA_ADD, size=0),
@@ -217,7 +220,7 @@ def protocol_seeds():
 H_NONE, H_SEGMENT, H_OVERSIZED, H_RDONLY, H_PIPE, H_TWO, H_DEVZERO, H_LARGE = range(8)
 H_MAGIC, H_TYPE, H_SIZE, H_HEADER, H_PARTIAL = 0x08, 0x10, 0x20, 0x40, 0x80
 CONTROL_HEADER, CLIENT_AREA = 256, 128 + 128 * 64
-PROTO_VERSION, EFULL = 2, -4011
+PROTO_VERSION, EFULL = 3, -4011
 
 
 def control_size(max_clients):
