@@ -413,12 +413,6 @@ int sa_client_notify_fd(sa_client *c);
  * state. */
 int sa_wait(sa_client *c, const sa_ticket *ticket, int64_t wait_ns);
 
-/* How long this session's calls have been taking from submit to completion, in nanoseconds
- * (a moving average of what sa_wait saw; 10 us before the first call). A caller decides from
- * it how to wait: e.g. the Python extension keeps the GIL through waits for calls that usually
- * finish in a few microseconds. Lock-free; never fails. */
-uint64_t sa_client_latency_ns(const sa_client *c);
-
 /* Gives up on a request that sa_wait has not consumed. The slot is freed at once if the worker
  * has not started it, otherwise the worker frees it when done; the blocks' references are held
  * until then, so a late write never lands in reused memory. Returns -ECANCELED if the request

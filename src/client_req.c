@@ -296,12 +296,6 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
     }
 }
 
-uint64_t
-sa_client_latency_ns(const sa_client *c)
-{
-    return atomic_load_explicit(&c->latency_ns, memory_order_relaxed);
-}
-
 int
 sa_cancel(sa_client *c, const sa_ticket *t)
 {

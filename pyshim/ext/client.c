@@ -12,7 +12,8 @@
 
 #define SLICE_NS 50000000 /* signal checks at least every 50 ms */
 #define COPY_GIL_FREE_BYTES (256 * 1024)
-#define GIL_HELD_WAIT_NS 5000 /* see run_request */
+#define GIL_HELD_WAIT_NS 5000      /* see run_request */
+#define GIL_HELD_MAX_BYTES 65536    /* ... for calls on this much data or less */
 
 static shim_state *
 state_of(ClientObject *self)
@@ -104,12 +105,14 @@ submit_released(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count,
 /* Submits a request and waits for it. Returns 0, or -1 with an exception set (the request is
  * then cancelled, its slot reclaimed safely).
  *
- * A session whose calls usually complete within GIL_HELD_WAIT_NS submits and first waits
- * that long with the GIL held: handing the GIL to another thread and getting it back costs a
- * futex wake-up each way, more than such a call itself, so with many threads the hand-offs
- * and not the pool would bound the call rate (CPython's own lock and semaphore acquires try
- * first with the GIL held too). Past that, and for longer calls from the start, the wait goes
- * on with the GIL released, in slices that let signal handlers and the deadline run. */
+ * A call on GIL_HELD_MAX_BYTES or less (8192 float64) usually completes within a few
+ * microseconds: it is submitted, and waited for GIL_HELD_WAIT_NS, with the GIL held. Handing
+ * the GIL to another thread and getting it back costs a futex wake-up each way, more than
+ * such a call itself: with 4 threads making 10^3-element calls, releasing it around each made
+ * the hand-offs, not the pool, bound the call rate (110-150 k calls/s, against 660 k with it
+ * held; CPython's own lock and semaphore acquires try first with the GIL held too). Past that
+ * (a busy or stopped pool), and for bigger calls from the start, the wait goes on with the
+ * GIL released, in slices that let signal handlers and the deadline run. */
 static int
 run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
             sa_block *out, uint64_t deadline)
@@ -118,7 +121,7 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
     sa_ticket ticket;
     int err = -ETIMEDOUT;
 
-    if (sa_client_latency_ns(c) <= GIL_HELD_WAIT_NS
+    if (count * sa_dtype_size(dtype) <= GIL_HELD_MAX_BYTES
         && (err = sa_submit(c, op, dtype, count, in, out, 0, &ticket)) == 0) {
         uint64_t now = now_ns();
         int64_t held = deadline <= now ? 0
