@@ -163,8 +163,13 @@ now_ns(void)
  * src/kernels.c, rather than specialised for the call site: the loop of KERNEL_FN there, and
  * the same loop over one array in place. Narrowing the unsigned result back to a signed type
  * wraps modulo 2^bits with gcc and clang, as there. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KERNEL_ATTR __attribute__((noinline, target_clones("avx2", "default"))) /* as there */
+#else
+#define KERNEL_ATTR __attribute__((noinline))
+#endif
 #define KERNELS(name, expr, DT, T, W) \
-    __attribute__((noinline)) static void name##_inplace_##DT(void *a_, size_t n) \
+    KERNEL_ATTR static void name##_inplace_##DT(void *a_, size_t n) \
     { \
         T *a = a_; \
         for (size_t i = 0; i < n; i++) { \
@@ -172,7 +177,7 @@ now_ns(void)
             a[i] = (T)(expr); \
         } \
     } \
-    __attribute__((noinline)) static void name##_out_##DT(const void *in_, void *out_, size_t n) \
+    KERNEL_ATTR static void name##_out_##DT(const void *in_, void *out_, size_t n) \
     { \
         const T *in = in_; \
         T *out = out_; \

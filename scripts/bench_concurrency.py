@@ -38,7 +38,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -154,6 +154,7 @@ class Case:
     rates: list[float]
     latencies_ns: list[array]
     errors: int = 0
+    diagnostic_rates: list[float] = field(default_factory=list)  # diagnose_switch_interval
 
     def reset_outputs(self) -> None:
         for out in self.outputs:
@@ -217,12 +218,42 @@ def measure_threads(shmaccel: Any, plan: Plan, notes: list[str],
                     case.errors += wrong
                     notes.append(f"{case.impl}, {case.threads} threads, n={case.n}: {wrong} "
                                  "outputs wrong after a repeat")
+        diagnose_switch_interval(cases, plan, notes)
         # The operands hold the pool's arena (numpy views, SharedArrays in the partials):
         # dropped before the pool closes, so that the arena goes with it.
         for case in cases:
             case.calls.clear()
             case.outputs.clear()
     return cases
+
+
+# CPython's GIL switch interval for the diagnostic run (the default is 5 ms).
+DIAGNOSTIC_SWITCH_INTERVAL_S = 0.05
+
+
+def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) -> None:
+    """The 64-thread 10^3 shmaccel case once more with a 50 ms GIL switch interval: if it runs
+    much faster, what bounds it at the default 5 ms is CPython's GIL hand-offs (a thread that
+    had to wait for the worker asks for the GIL back and, 5 ms later, forces a switch), not
+    the pool. Stored in case.diagnostic_rates."""
+    case = next((c for c in cases if (c.impl, c.threads, c.n)
+                 == ("shmaccel", max(THREAD_COUNTS), SIZES[0])), None)
+    if case is None:
+        return
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(DIAGNOSTIC_SWITCH_INTERVAL_S)
+    try:
+        for repeat in range(plan.repeats):
+            progress(f"bench_concurrency: diagnostic {repeat + 1}/{plan.repeats}: shmaccel, "
+                     f"{case.threads} threads, switch interval "
+                     f"{DIAGNOSTIC_SWITCH_INTERVAL_S * 1e3:.0f} ms")
+            case.reset_outputs()
+            rate, runs = run_case(case.calls, plan.cell_s)
+            case.diagnostic_rates.append(rate)
+            if any(r.errors for r in runs) or case.wrong_outputs():
+                notes.append("switch-interval diagnostic: calls failed or outputs were wrong")
+    finally:
+        sys.setswitchinterval(before)
 
 
 def case_row(case: Case) -> dict:
@@ -409,7 +440,13 @@ def measure_concurrency(shmaccel: Any, quick: bool, notes: list[str],
                     if (r["impl"], r["threads"], r["n"]) == (impl, threads, n))
 
     single = {str(n): rate("shmaccel", 1, n) for n in SIZES}
+    diagnostic = next((c.diagnostic_rates for c in cases if c.diagnostic_rates), [])
     return {
+        "switch_interval_diagnostic": ({
+            "switch_interval_s": DIAGNOSTIC_SWITCH_INTERVAL_S, "threads": max(THREAD_COUNTS),
+            "n": SIZES[0], "calls_per_s": summary(diagnostic),
+            "pct_of_1_thread_x_cores": 100 * statistics.median(diagnostic)
+            / (single[str(SIZES[0])] * cores)} if diagnostic else None),
         "cores": cores,
         "rows": rows,
         "single_thread_calls_per_s": single,

@@ -536,6 +536,12 @@ def table_concurrency(results: dict) -> str:
                      "one thread's rate × cores")
     if conc.get("cores") is not None:
         facts.append(f"{conc['cores']} cores")
+    diag = conc.get("switch_interval_diagnostic")
+    if diag:
+        facts.append(f"the same 64 threads with a {diag['switch_interval_s'] * 1e3:.0f} ms GIL "
+                     f"switch interval (CPython's default is 5 ms): "
+                     f"{fmt_rate(median(diag['calls_per_s']))} calls/s, "
+                     f"{fmt_pct(diag['pct_of_1_thread_x_cores'])} of one thread's rate × cores")
     if facts:
         out += "\n\n" + "; ".join(facts) + "."
     return out

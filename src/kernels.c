@@ -19,10 +19,19 @@
     X(FLOAT32, float, float) \
     X(FLOAT64, double, double)
 
+/* On x86-64 each kernel is built twice, for baseline SSE2 and for AVX2, and the loader picks
+ * one for this CPU (an ifunc): gcc leaves 64-bit integer loops scalar for SSE2 (no vector
+ * type it deems worth it), and vectorizes them with AVX2. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KERNEL_ATTR __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL_ATTR
+#endif
+
 /* Narrowing the unsigned result back to a signed type is implementation-defined in C; gcc and
  * clang define it as reduction modulo 2^N, which is the two's complement wrap-around wanted. */
 #define KERNEL_FN(NAME, N, name, expr, DT, T, W) \
-    static void k_##name##_##DT(const void *in_, void *out_, size_t n) \
+    KERNEL_ATTR static void k_##name##_##DT(const void *in_, void *out_, size_t n) \
     { \
         const T *in = in_; \
         T *out = out_; \
