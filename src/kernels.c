@@ -22,7 +22,16 @@
 /* On x86-64 each kernel is built twice, for baseline SSE2 and for AVX2, and the loader picks
  * one for this CPU (an ifunc): gcc leaves 64-bit integer loops scalar for SSE2 (no vector
  * type it deems worth it), and vectorizes them with AVX2. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Not under ThreadSanitizer: an ifunc resolver runs before its runtime is set up, and its
+ * instrumented entry crashes the program at load. */
+#if defined(__SANITIZE_THREAD__)
+#define NO_IFUNC 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NO_IFUNC 1
+#endif
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NO_IFUNC)
 #define KERNEL_ATTR __attribute__((target_clones("avx2", "default")))
 #else
 #define KERNEL_ATTR
