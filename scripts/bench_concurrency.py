@@ -46,14 +46,13 @@ from typing import Any
 
 import numpy as np
 from benchlib import (
-    RESULTS_DIR,
     LoadMeter,
+    finish_standalone,
     fmt,
     machine_info,
     process_alive,
     shm_entries,
     summary,
-    write_json,
 )
 
 THREAD_COUNTS = (1, 4, 16, 64)
@@ -524,31 +523,18 @@ def main(argv: list[str]) -> int:
     results["load"] = load
 
     gc.collect()
-    new_shm = sorted(shm_entries() - shm_before)
-    if new_shm:
-        notes.append(f"new /dev/shm entries after the run (ours or another program's): {new_shm}")
     busy = [f"{name} ({v['foreign_cpus']})" for name, v in load.items()
             if v["foreign_cpus"] >= 0.3]
     if busy:
         notes.append("other processes kept CPUs busy during: " + ", ".join(busy)
                      + " (average CPUs in use by them)")
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    results["notes"] = notes
-    results["elapsed_s"] = round(time.perf_counter() - wall_start, 2)
-    path = args.json or RESULTS_DIR / (
-        f"concurrency-{results['machine']['hostname']}-{started.strftime('%Y%m%d-%H%M%S')}.json")
-    write_json(results, path)
-
     m = results["machine"]
-    print(f"## shmaccel concurrency{' (quick)' if args.quick else ''}: {m['hostname']}, "
-          f"{m['cpu_model']}, {results['cores']} CPUs, Python {m['python']}, "
-          f"numpy {m['numpy']}\n")
-    print(report(results))
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print(f"- {line}")
-    print(f"\nResults: {path} ({results['elapsed_s']} s)")
+    finish_standalone(results, notes, kind="concurrency",
+                      title=f"## shmaccel concurrency{' (quick)' if args.quick else ''}: "
+                            f"{m['hostname']}, {m['cpu_model']}, {results['cores']} CPUs, "
+                            f"Python {m['python']}, numpy {m['numpy']}",
+                      body=report(results), shm_before=shm_before, started=started,
+                      wall_start=wall_start, path=args.json)
     return 0
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    RESULTS_DIR,
     LoadMeter,
     build_c_programs,
+    finish_standalone,
     fmt,
     machine_info,
     power_of_ten,
@@ -48,7 +48,6 @@ from benchlib import (
     summary,
     time_batches,
     time_round_robin,
-    write_json,
 )
 
 try:
@@ -602,36 +601,25 @@ def main(argv: list[str]) -> int:
     worker = results["config"]["pool_worker_pid"]
     if os.environ.get("SHMACCEL_POOL") is None and process_alive(worker):
         notes.append(f"the default pool's worker {worker} still runs after close")
-    new_shm = sorted(shm_entries() - shm_before)
-    if new_shm:
-        notes.append(f"new /dev/shm entries after the run (ours or another program's): {new_shm}")
     children = multiprocessing.active_children()
     if children:
         notes.append(f"child processes still running: {[p.pid for p in children]}")
 
     machine = {**machine_info(), "numpy": np.__version__}
-    machine["loadavg_end"] = os.getloadavg()
-    path = args.json or RESULTS_DIR / (
-        f"sizes-{machine['hostname']}-{started.strftime('%Y%m%d-%H%M%S')}.json")
     output = {"machine": machine, "started": started.isoformat(timespec="seconds"),
-              "shmaccel": shmaccel.__version__, **results, "notes": notes,
-              "elapsed_s": round(time.perf_counter() - wall_start, 2)}
-    write_json(output, path)
-
-    print(f"## shmaccel size sweep{' (quick)' if args.quick else ''}: {machine['hostname']}, "
-          f"{machine['cpu_model']}, {machine['usable_cpus']} CPUs, Python {machine['python']}, "
-          f"numpy {machine['numpy']}\n")
+              "shmaccel": shmaccel.__version__, **results}
     dtype = "float64" if "float64" in results["dtypes"] else results["dtypes"][-1]
-    print(table(results, dtype))
+    body = table(results, dtype)
     if results["skipped"]:
-        print("\nSkipped:")
-        for entry in results["skipped"]:
-            print(f"- {entry['method']}: {entry['reason']}")
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print(f"- {line}")
-    print(f"\nResults: {path} ({output['elapsed_s']} s)")
+        body += "\n\nSkipped:\n" + "\n".join(f"- {entry['method']}: {entry['reason']}"
+                                             for entry in results["skipped"])
+    finish_standalone(output, notes, kind="sizes",
+                      title=f"## shmaccel size sweep{' (quick)' if args.quick else ''}: "
+                            f"{machine['hostname']}, {machine['cpu_model']}, "
+                            f"{machine['usable_cpus']} CPUs, Python {machine['python']}, "
+                            f"numpy {machine['numpy']}",
+                      body=body, shm_before=shm_before, started=started,
+                      wall_start=wall_start, path=args.json)
     return 0
 
 

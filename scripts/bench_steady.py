@@ -46,13 +46,12 @@ from typing import Any
 from benchlib import (
     BENCH_BUILD,
     BENCH_SRC,
-    RESULTS_DIR,
     ROOT,
+    finish_standalone,
     machine_info,
     process_alive,
     run_c_program,
     shm_entries,
-    write_json,
 )
 
 SMALL_N = 1000  # float64 elements per call
@@ -582,26 +581,14 @@ def main(argv: list[str]) -> int:
         "started": started.isoformat(timespec="seconds"),
     }
     results["steady"] = measure_steady(shmaccel, args.quick, notes)
-    new_shm = sorted(shm_entries() - shm_before)
-    if new_shm:
-        notes.append(f"new /dev/shm entries after the run (ours or another program's): {new_shm}")
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    results["notes"] = notes
-    results["elapsed_s"] = round(time.perf_counter() - wall_start, 2)
-    path = args.json or RESULTS_DIR / (
-        f"steady-{results['machine']['hostname']}-{started.strftime('%Y%m%d-%H%M%S')}.json")
-    write_json(results, path)
-
     m = results["machine"]
-    print(f"## shmaccel steady state{' (quick)' if args.quick else ''}: square of {SMALL_N} "
-          f"float64 on SharedArrays (out=), after {WARMUP_CALLS} warm-up calls; "
-          f"{m['hostname']}, {m['usable_cpus']} CPUs\n")
-    print(build_report(results))
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print(f"- {line}")
-    print(f"\nResults: {path} ({results['elapsed_s']} s)")
+    finish_standalone(results, notes, kind="steady",
+                      title=f"## shmaccel steady state{' (quick)' if args.quick else ''}: "
+                            f"square of {SMALL_N} float64 on SharedArrays (out=), after "
+                            f"{WARMUP_CALLS} warm-up calls; {m['hostname']}, "
+                            f"{m['usable_cpus']} CPUs",
+                      body=build_report(results), shm_before=shm_before, started=started,
+                      wall_start=wall_start, path=args.json)
     return 0
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,29 @@ def write_json(results: dict, path: Path) -> None:
         json.dump(results, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def finish_standalone(results: dict, notes: list[str], *, kind: str, title: str, body: str,
+                      shm_before: set[str], started: datetime, wall_start: float,
+                      path: Path | None) -> None:
+    """The common end of a section run on its own: a note for new /dev/shm entries, the
+    machine's load at the end, the notes and elapsed time into `results` (which has a
+    "machine" entry), the JSON written to `path` (default:
+    bench/results/<kind>-<host>-<YYYYMMDD-HHMMSS>.json), then the title, the body, the notes
+    and where the results went, printed."""
+    new_shm = sorted(shm_entries() - shm_before)
+    if new_shm:
+        notes.append(f"new /dev/shm entries after the run (ours or another program's): {new_shm}")
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["notes"] = notes
+    results["elapsed_s"] = round(time.perf_counter() - wall_start, 2)
+    path = path or RESULTS_DIR / (
+        f"{kind}-{results['machine']['hostname']}-{started.strftime('%Y%m%d-%H%M%S')}.json")
+    write_json(results, path)
+    print(title + "\n")
+    print(body)
+    if notes:
+        print("\nNotes:")
+        for line in notes:
+            print(f"- {line}")
+    print(f"\nResults: {path} ({results['elapsed_s']} s)")
