@@ -57,6 +57,16 @@ sa__shm_create(const char *tag, size_t size)
     int fd = -1;
     int err;
 
+    /* A file in /dev/shm that never has a name: nothing can be left behind, even by a kill -9
+     * at any instant, and it still counts against /dev/shm's size (a full /dev/shm fails
+     * cleanly). Where O_TMPFILE is not available, a random name unlinked at once. */
+    fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        goto created;
+    }
+    if (errno == ENOSPC || errno == EDQUOT || errno == ENOMEM) {
+        return -ENOMEM;
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
         if ((err = random_u64(&rnd[0])) < 0 || (err = random_u64(&rnd[1])) < 0) {
             return err;
@@ -74,6 +84,7 @@ sa__shm_create(const char *tag, size_t size)
     /* Unlink before anything else can fail: from here on the segment lives exactly as long as
      * the descriptors and mappings that refer to it. */
     shm_unlink(name);
+created:
     /* shm_open honours the umask, which can only remove bits; make sure no bit beyond 0600 was
      * ever set even if this runs with an odd umask. */
     if (fchmod(fd, 0600) < 0) {

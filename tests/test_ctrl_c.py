@@ -93,7 +93,7 @@ signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
 result = pool.square(array.array("d", [3.0]) * 25_000_000)
 signal.setitimer(signal.ITIMER_REAL, 0)
 with open("/proc/self/maps") as maps:
-    arenas = {line.split()[4] for line in maps if "/dev/shm/shmaccel" in line}
+    arenas = {line.split()[4] for line in maps if "/dev/shm/" in line and "/sem." not in line}
 print(result[0], result[-1], fired, len(arenas), flush=True)
 pool.close()
 """

@@ -210,7 +210,7 @@ def shm_mappings():
     with open("/proc/self/maps") as maps:
         for line in maps:
             ctl += "/memfd:shmaccel" in line
-            arenas += "/dev/shm/shmaccel" in line
+            arenas += "/dev/shm/" in line and "/sem." not in line
     return ctl, arenas
 
 
