@@ -76,12 +76,12 @@ SLOW_REPEATS = 3
 
 # Arrays of n elements alive at once while the array methods of one cell run: the input,
 # numpy's out= and in-place arrays, the expected result, three SharedArrays (in, out, in
-# place), the arena's copy of a numpy input and its result, numpy_expr's fresh result, and one
-# spare (an arena released while the next is made).
-# The process pools (pickled chunks and results) and the C limit (two arrays) run after these
-# are freed and need fewer. The margin leaves room for the rest of the machine; arenas are
-# kept for reuse now (not made afresh each call), so one spare array is enough.
-ARRAYS_AT_ONCE = 11
+# place), the arena's copy of a numpy input and its result, numpy_expr's fresh result, one
+# spare (an arena released while the next is made), and the C limit's two arrays (limit.c runs
+# between their rounds). The process pools (pickled chunks and results) run after these are
+# freed and need fewer. The margin leaves room for the rest of the machine; arenas are kept
+# for reuse now (not made afresh each call), so one spare array is enough.
+ARRAYS_AT_ONCE = 13
 MEMORY_MARGIN = 1.25
 
 # A rough throughput of the C limit, only to choose its --repeats.
@@ -330,10 +330,12 @@ def per_call_seconds(call: Callable[[], Any]) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan,
-                  cell: str) -> dict[str, dict]:
+def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan, cell: str,
+                  after_round: Callable[[], None] | None = None) -> dict[str, dict]:
     """Checks each variant once against `expected` (raising AssertionError if it differs),
-    then times it: seconds per call (benchlib.summary()) by method."""
+    then times it: seconds per call (benchlib.summary()) by method. `after_round` runs after
+    each round of the variants timed one call at a time (the quicker group of those, or the
+    only one)."""
     estimates = {}
     for variant in variants:
         start = time.perf_counter()
@@ -363,6 +365,7 @@ def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan,
     for group in (slow, very_slow):
         if not group:
             continue
+        rounds_hook = after_round if group is slow or not slow else None
         longest = max(estimates[name] for name in group)
         if longest >= SLOW_CALL_S:
             repeats = SLOW_REPEATS
@@ -370,34 +373,66 @@ def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan,
             repeats = min(max(round(plan.cell_s / longest), plan.min_repeats), plan.max_repeats)
         # Past a tenth of a second a call is its own warm-up: the check call came before.
         warmup = 0 if longest >= 0.1 else 1
-        seconds.update(time_round_robin(group, repeats, warmup=warmup))
+        seconds.update(time_round_robin(group, repeats, warmup=warmup,
+                                        after_round=rounds_hook))
     return seconds
 
 
-def limit_rows(program: Path | None, n: int, dtype: str, op: str, plan: Plan,
-               notes: list[str]) -> list[tuple[str, dict]]:
-    """(method, seconds) of the C limit's three tasks for one cell, from one run of limit.c
-    with enough --repeats for about plan.cell_s a task. limit.c reports median, min and max
-    of its runs, not the runs themselves: "samples" stays empty."""
-    if program is None:
-        return []
-    itemsize = np.dtype(dtype).itemsize
-    guess_s = 2 * itemsize * n / (LIMIT_GUESS_GBS * 1e9)
-    repeats = min(max(round(plan.cell_s / guess_s), plan.min_repeats), LIMIT_MAX_REPEATS)
-    out = run_c_program(program, [str(n), "--dtype", dtype, "--op", op, "--repeats",
-                                  str(repeats)], notes)
-    if out is None:
-        return []
-    rows = []
-    for method, key in (("c_limit_inplace", f"{op}_inplace_s"), ("c_limit_out", f"{op}_out_s"),
-                        ("c_memcpy", "memcpy_s")):
-        stat = out[key]
-        rows.append((method, {"median": stat["median"], "min": stat["min"], "max": stat["max"],
-                              "n": out["repeats"], "samples": []}))
-    if not out.get("pinned"):
-        notes.append(f"limit.c could not pin its threads one per CPU at n={n}: its figures "
-                     "may be low")
-    return rows
+class LimitRounds:
+    """The C limit of one cell, sampled at the same moments as the methods it bounds: called
+    after each round of the cell's single-call methods (time_round_robin's `after_round`), it
+    runs limit.c once with a few --repeats and keeps each task's median. A cell whose methods
+    were all timed in batches (no rounds) gets one run of about plan.cell_s a task instead.
+    A machine whose speed drifts then moves the limit and the methods alike, which a limit
+    timed before or after them, minutes apart at 10^8, does not."""
+
+    ROUND_S = 0.05  # aimed-for seconds of timed runs per task in each round's run
+
+    def __init__(self, program: Path | None, n: int, dtype: str, op: str, plan: Plan,
+                 notes: list[str]) -> None:
+        self.program, self.n, self.dtype, self.op = program, n, dtype, op
+        self.plan, self.notes = plan, notes
+        self.guess_s = 2 * np.dtype(dtype).itemsize * n / (LIMIT_GUESS_GBS * 1e9)
+        self.runs: list[dict] = []
+        self.pinned = True
+
+    def _run(self, seconds: float, min_repeats: int) -> None:
+        if self.program is None:
+            return
+        repeats = min(max(round(seconds / self.guess_s), min_repeats), LIMIT_MAX_REPEATS)
+        out = run_c_program(self.program, [str(self.n), "--dtype", self.dtype, "--op",
+                                           self.op, "--repeats", str(repeats)], self.notes)
+        if out is None:
+            self.program = None  # one note is enough
+            return
+        self.runs.append(out)
+        self.pinned = self.pinned and bool(out.get("pinned"))
+
+    def __call__(self) -> None:
+        self._run(self.ROUND_S, 3)
+
+    def rows(self) -> list[tuple[str, dict]]:
+        """(method, seconds) of the three tasks. Over several runs: the summary of the runs'
+        medians (one sample per round); from a single run: limit.c's own median, min and max
+        of its repeats ("samples" empty)."""
+        if not self.runs:
+            self._run(self.plan.cell_s, self.plan.min_repeats)
+        if not self.runs:
+            return []
+        if not self.pinned:
+            self.notes.append(f"limit.c could not pin its threads one per CPU at "
+                              f"n={self.n}: its figures may be low")
+        rows = []
+        for method, key in (("c_limit_inplace", f"{self.op}_inplace_s"),
+                            ("c_limit_out", f"{self.op}_out_s"), ("c_memcpy", "memcpy_s")):
+            if len(self.runs) > 1:
+                stat = summary([run[key]["median"] for run in self.runs])
+            else:
+                run = self.runs[0]
+                stat = {"median": run[key]["median"], "min": run[key]["min"],
+                        "max": run[key]["max"], "n": run["repeats"], "samples": []}
+            rows.append((method, stat))
+        return rows
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -496,8 +531,9 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
                        limit: Path | None, n: int, dtype: str, plan: Plan, notes: list[str],
                        skip: Callable[[str, str], None],
                        add_all: Callable[[dict[str, dict], str, str, int], None]) -> None:
-    """Both ops at one size and dtype: the array methods, the list methods, the process
-    pools, then the C limit, each group's arrays freed before the next is built."""
+    """Both ops at one size and dtype: the array methods (with the C limit run after each of
+    their rounds), the list methods, the process pools, each group's arrays freed before the
+    next is built."""
     size = power_of_ten(n)
     x = make_input(n, dtype)
     for op in OPS:
@@ -505,7 +541,9 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
         print(f"sizes: {cell}", file=sys.stderr)
         expected = x * x if op == "square" else x * 2
         variants = array_variants(pool, op, x, numexpr)
-        figures = time_variants(variants, expected, plan, cell)
+        rounds = (LimitRounds(limit, n, dtype, op, plan, notes)
+                  if limit is not None and n >= LIMIT_MIN_N else None)
+        figures = time_variants(variants, expected, plan, cell, after_round=rounds)
         del variants  # frees the SharedArrays before the next group
 
         if dtype not in LIST_DTYPES:
@@ -531,8 +569,8 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
         del expected
         add_all(figures, op, dtype, n)
 
-        if limit is not None and n >= LIMIT_MIN_N:
-            add_all(dict(limit_rows(limit, n, dtype, op, plan, notes)), op, dtype, n)
+        if rounds is not None:
+            add_all(dict(rounds.rows()), op, dtype, n)
         elif limit is not None:
             for method in ("c_limit_inplace", "c_limit_out", "c_memcpy"):
                 skip(method, f"below {power_of_ten(LIMIT_MIN_N)} elements: limit.c's "
