@@ -207,3 +207,44 @@ def test_futures_settle_when_stop_has_to_kill_the_pool(pool_name, tmp_path):
         assert error is None or isinstance(error, shmaccel.Error)
     assert any(f.exception() is not None for f in futures)
     pool.close()
+
+
+def test_status_watch_refreshes_with_rates_while_a_client_works(pool_name, tmp_path):
+    """status --watch: one table per refresh, the second and later with the request rate
+    since the one before; the rate reflects a client working meanwhile."""
+    start(pool_name, tmp_path, "--threads", "1")
+    stop = threading.Event()
+
+    def client():
+        with shmaccel.Pool(pool_name) as pool:
+            while not stop.is_set():
+                assert pool.square([1, 2, 3]) == [1, 4, 9]
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        result = cli("status", pool_name, "--watch", "0.3", "--count", "3", "--json")
+    finally:
+        stop.set()
+        worker.join()
+    assert result.returncode == 0, result.stderr
+    refreshes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(refreshes) == 3
+    requests = [rows[0]["requests"] for rows in refreshes]
+    assert requests[0] < requests[1] < requests[2], requests  # live figures, not one snapshot
+
+    text = cli("status", pool_name, "--watch", "0.2", "--count", "2")
+    assert text.returncode == 0, text.stderr
+    tables = text.stdout.split("shmaccel-pool status, every 0.2 s")[1:]
+    assert len(tables) == 2
+    assert "REQ/S" in tables[1] and pool_name in tables[1]
+
+
+def test_status_watch_waits_for_a_named_pool_and_rejects_bad_intervals(pool_name, tmp_path):
+    missing = cli("status", pool_name, "--watch", "0.1", "--count", "2")
+    assert missing.returncode == 0, missing.stderr
+    assert missing.stdout.count(f"no pool named {pool_name!r} is running") == 2
+    for bad in ("0", "-1", "nan", "soon"):
+        result = cli("status", "--watch", bad, "--count", "1")
+        assert result.returncode == 2 and "--watch" in result.stderr, (bad, result.stderr)
+    assert cli("status", "--count", "2").returncode == 2  # --count without --watch

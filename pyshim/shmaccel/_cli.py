@@ -2,7 +2,7 @@
 
     shmaccel-pool start NAME [--threads N] [--max-clients M] [--log FILE] [--foreground]
     shmaccel-pool stop NAME [--timeout S]
-    shmaccel-pool status [NAME] [--json]
+    shmaccel-pool status [NAME] [--json] [--watch [SECONDS]] [--count N]
     shmaccel-pool list
 
 Exit status: 0 success, 1 failure (e.g. the name is taken, no such pool), 2 bad usage
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import _shmaccel
 from ._errors import Error, PoolNotFoundError
@@ -40,6 +41,12 @@ class Refused(Exception):
 
 
 def socket_path(name: str) -> Path:
+    """The socket path of pool `name`. Raises UsageError for an invalid name, Refused (or
+    PermissionError) for a runtime directory that is not ours.
+
+    >>> socket_path("mypool")            # XDG_RUNTIME_DIR=/run/user/1000
+    PosixPath('/run/user/1000/shmaccel/mypool.sock')
+    """
     try:
         return Path(_shmaccel.pool_socket_path(name))
     except (ValueError, TypeError) as e:
@@ -50,6 +57,11 @@ def socket_path(name: str) -> Path:
 
 
 def runtime_dir() -> Path:
+    """The per-user directory of pool sockets and logs (it may not exist yet); raises nothing.
+
+    >>> runtime_dir()                    # XDG_RUNTIME_DIR unset, uid 1000
+    PosixPath('/tmp/shmaccel-1000')
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
     return Path(base) / "shmaccel" if base and base.startswith("/") else Path(
         f"/tmp/shmaccel-{os.getuid()}")
@@ -117,6 +129,11 @@ def pool_pid(path: Path) -> int | None:
 
 
 def pid_running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie; raises nothing.
+
+    >>> pid_running(os.getpid())
+    True
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
@@ -125,6 +142,9 @@ def pid_running(pid: int) -> bool:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    """`start NAME`: starts the pool and prints its pid; returns the exit status (1: the name
+    is taken or the pool did not start). Raises UsageError, Refused, shmaccel.Error (no worker
+    program), which main() turns into exit statuses. Example: main(["start", "mypool"])."""
     path = socket_path(args.name)
     # Before any file is written there: the default log lives in this directory too.
     claim_runtime_dir(path.parent)
@@ -174,6 +194,9 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    """`stop NAME`: SIGTERM, then SIGKILL past --timeout; returns once the worker has exited
+    (0), or 1 when no such pool runs (a stale socket of ours is removed). Raises UsageError
+    or Refused like cmd_start. Example: main(["stop", "mypool", "--timeout", "30"])."""
     path = socket_path(args.name)
     pid = pool_pid(path)
     if pid is None:
@@ -214,10 +237,16 @@ def live_pools() -> list[str]:
     return names
 
 
-def pool_status(name: str) -> dict:
+def pool_status(name: str, pool: Any = None) -> dict:
+    """The figures of pool `name` (Pool.stats()), without the session asking for them; through
+    `pool` when given (an open Pool of that name, kept by --watch between refreshes), else
+    through a session opened and closed for this one look."""
     from ._pool import Pool
 
-    with Pool(name) as pool:
+    if pool is None:
+        with Pool(name) as own:
+            stats = own.stats()
+    else:
         stats = pool.stats()
     stats["name"] = name
     # Not counting this status query itself.
@@ -230,19 +259,62 @@ def pool_status(name: str) -> dict:
 
 
 def format_uptime(seconds: float) -> str:
+    """H:MM:SS of a duration in seconds; raises nothing.
+
+    >>> format_uptime(3725.9)
+    '1:02:05'
+    """
     minutes, s = divmod(int(seconds), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours}:{m:02d}:{s:02d}"
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def status_names(args: argparse.Namespace) -> list[str]:
+    """The pools `status` shows: [args.name] once the name is checked (UsageError, Refused),
+    else every live pool. Example: status_names(parser().parse_args(["status"]))."""
     if args.name is not None:
         check_socket_path(socket_path(args.name))  # validates the name, refuses a squat
-        names = [args.name]
-    else:
-        names = live_pools()
+        return [args.name]
+    return live_pools()
+
+
+def print_status(rows: list[dict], one: bool, rates: dict[str, tuple[float, float]] | None) -> None:
+    """The status table; with `rates` (requests/s and elements/s by pool name, from --watch)
+    two more columns."""
+    header = ("NAME", "PID", "THREADS", "CLIENTS", "REQUESTS", "ELEMENTS", "ERRORS", "BUSY%",
+              "UPTIME")
+    if rates is not None:
+        header += ("REQ/S", "ELEM/S")
+    table = [header]
+    for r in rows:
+        line = (r["name"], str(r["worker_pid"]), str(r["threads"]), str(r["clients"]),
+                str(r["requests"]), str(r["elements"]), str(r["errors"]),
+                f"{r['busy_pct']:.1f}", format_uptime(r["uptime_s"]))
+        if rates is not None:
+            per_s = rates.get(r["name"])
+            line += (f"{per_s[0]:.0f}", f"{per_s[1]:.3g}") if per_s else ("-", "-")
+        table.append(line)
+    print_table(table)
+    if one and rows and rows[0]["sessions"]:
+        print()
+        sessions = [("CLIENT PID", "REQUESTS", "ELEMENTS", "ERRORS", "IN FLIGHT")] + [
+            (str(s["pid"]), str(s["requests"]), str(s["elements"]), str(s["errors"]),
+             str(s["in_flight"]))
+            for s in rows[0]["sessions"]
+        ]
+        print_table(sessions)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`status [NAME] [--json] [--watch]`: prints the figures; returns the exit status (1: no
+    pool NAME). Raises UsageError (--count without --watch), Refused, shmaccel.Error (e.g. a
+    pool with no free seat). Example: main(["status", "mypool", "--json"])."""
+    if args.watch is not None:
+        return watch_status(args)
+    if args.count is not None:
+        raise UsageError("--count goes with --watch")
     rows = []
-    for name in names:
+    for name in status_names(args):
         try:
             rows.append(pool_status(name))
         except PoolNotFoundError:
@@ -252,46 +324,123 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("NAME", "PID", "THREADS", "CLIENTS", "REQUESTS", "ELEMENTS", "ERRORS", "BUSY%",
-              "UPTIME")
-    table = [header] + [
-        (r["name"], str(r["worker_pid"]), str(r["threads"]), str(r["clients"]),
-         str(r["requests"]), str(r["elements"]), str(r["errors"]), f"{r['busy_pct']:.1f}",
-         format_uptime(r["uptime_s"]))
-        for r in rows
-    ]
-    print_table(table)
-    if args.name is not None and rows and rows[0]["sessions"]:
-        print()
-        sessions = [("CLIENT PID", "REQUESTS", "ELEMENTS", "ERRORS", "IN FLIGHT")] + [
-            (str(s["pid"]), str(s["requests"]), str(s["elements"]), str(s["errors"]),
-             str(s["in_flight"]))
-            for s in rows[0]["sessions"]
-        ]
-        print_table(sessions)
+    print_status(rows, args.name is not None, None)
+    return 0
+
+
+def watch_status(args: argparse.Namespace) -> int:
+    """status --watch: the table again every `args.watch` seconds, with the request and
+    element rates since the last refresh, until Ctrl-C (or --count refreshes). One session per
+    pool is kept open between refreshes; pools that start or stop meanwhile come and go (a
+    named pool that stops is shown as gone, and watched again when it is back). On a terminal
+    each refresh redraws the screen; otherwise (a pipe, a log) tables follow each other,
+    separated by a time stamp line. With --json, one JSON array per line."""
+    from ._pool import Pool
+
+    pools: dict[str, Any] = {}
+    last: dict[str, tuple[float, int, int]] = {}
+    redraw = sys.stdout.isatty() and not args.json
+    shown = 0
+    try:
+        while args.count is None or shown < args.count:
+            rows, rates = [], {}
+            for name in status_names(args):
+                try:
+                    if name not in pools:
+                        pools[name] = Pool(name)
+                    row = pool_status(name, pools[name])
+                except Error:  # not running, or died since the last look: try afresh next time
+                    stale = pools.pop(name, None)
+                    if stale is not None:
+                        stale.close()
+                    last.pop(name, None)
+                    continue
+                now = time.monotonic()
+                if name in last:
+                    t0, req0, elem0 = last[name]
+                    dt = max(now - t0, 1e-9)
+                    rates[name] = ((row["requests"] - req0) / dt, (row["elements"] - elem0) / dt)
+                last[name] = (now, row["requests"], row["elements"])
+                rows.append(row)
+            for name in set(pools) - {row["name"] for row in rows}:
+                pools.pop(name).close()
+            if args.json:
+                print(json.dumps(rows), flush=True)
+            else:
+                print("\033[H\033[J" if redraw else "", end="")
+                print(f"shmaccel-pool status, every {args.watch:g} s "
+                      f"({time.strftime('%H:%M:%S')}; Ctrl-C to stop)")
+                if rows:
+                    print_status(rows, args.name is not None, rates)
+                elif args.name is not None:
+                    print(f"no pool named {args.name!r} is running (waiting for it)")
+                else:
+                    print("no live pools")
+                print(flush=True)
+            shown += 1
+            if args.count is None or shown < args.count:
+                time.sleep(args.watch)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for pool in pools.values():
+            pool.close()
     return 0
 
 
 def print_table(table: list) -> None:
+    """Prints rows of strings as left-aligned columns; raises nothing.
+
+    >>> print_table([("NAME", "PID"), ("mypool", "18317")])
+    NAME    PID
+    mypool  18317
+    """
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """`list`: prints the live pools' names, one per line; returns 0. Raises Refused for a
+    runtime directory that is not ours. Example: main(["list"])."""
     for name in live_pools():
         print(name)
     return 0
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, else ValueError / ArgumentTypeError (exit status 2).
+
+    >>> positive_int("4")
+    4
+    """
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0, else ArgumentTypeError (exit status 2).
+
+    >>> positive_float("0.5")
+    0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of shmaccel-pool and its four subcommands; raises nothing.
+
+    >>> parser().parse_args(["start", "mypool", "--threads", "4"]).threads
+    4
+    """
     p = argparse.ArgumentParser(prog="shmaccel-pool", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start a named pool in the background")
@@ -308,6 +457,10 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="figures of one pool or of every live pool")
     status.add_argument("name", nargs="?")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", type=positive_float, nargs="?", const=1.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 1) with rates, until Ctrl-C")
+    status.add_argument("--count", type=positive_int, metavar="N",
+                        help="with --watch: stop after N refreshes")
     status.set_defaults(func=cmd_status)
     lst = sub.add_parser("list", help="names of the live pools")
     lst.set_defaults(func=cmd_list)
@@ -315,6 +468,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The shmaccel-pool command: runs the subcommand in argv (default: sys.argv[1:]) and
+    returns the exit status: 0 success, 1 failure, 2 bad usage (argparse itself exits with 2
+    on unknown options). Raises nothing else of its own.
+
+    >>> main(["list"])
+    mypool
+    0
+    """
     args = parser().parse_args(argv)
     try:
         return args.func(args)
