@@ -2,6 +2,7 @@
 with the same compiler and placed inside the package (shmaccel/shmaccel-worker)."""
 
 import os
+import re
 import shutil
 
 from setuptools import Extension, setup
@@ -13,6 +14,16 @@ CLIENT = COMMON + ["src/client.c", "src/client_block.c", "src/client_req.c"]
 WORKER = COMMON + ["src/kernels.c", "src/guard.c", "src/pool.c", "src/session.c",
                     "src/worker_state.c", "src/worker_main.c"]
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O3", "-Wall", "-Wextra"]
+
+
+def version():
+    """The version, kept in one place: SA_VERSION_STRING in include/shmaccel.h (the extension
+    exports it as shmaccel.__version__)."""
+    with open("include/shmaccel.h") as f:
+        match = re.search(r'^#define SA_VERSION_STRING "([^"]+)"', f.read(), re.M)
+    if match is None:
+        raise RuntimeError("include/shmaccel.h defines no SA_VERSION_STRING")
+    return match.group(1)
 
 
 class BuildExtWithWorker(build_ext):
@@ -35,6 +46,7 @@ class BuildExtWithWorker(build_ext):
 
 
 setup(
+    version=version(),
     ext_modules=[
         Extension(
             "shmaccel._shmaccel",

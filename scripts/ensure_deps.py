@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Check, and install with pip when missing, what the tests (or, with --bench, the benchmarks)
-need. Exits 0 when everything is there, 1 with the exact command to run otherwise."""
+"""Check, and install with pip when missing, what the tests need (--bench: the benchmarks,
+--lint: the Python linters). Exits 0 when everything is there, 1 with the exact command to run
+otherwise."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ import importlib.util
 import subprocess
 import sys
 
-TEST_REQUIRED = {"pytest": "pytest>=7", "numpy": "numpy"}
+# Keep these in step with the extras in pyproject.toml (test, bench, lint).
+TEST_REQUIRED = {
+    "pytest": "pytest>=7",
+    "numpy": "numpy",
+    "mypy": "mypy",
+    "dask": "dask[array,distributed]",
+    "distributed": "dask[array,distributed]",
+}
 BENCH_REQUIRED = {"numpy": "numpy"}
-BENCH_OPTIONAL = {"numexpr": "numexpr", "matplotlib": "matplotlib"}
+BENCH_OPTIONAL = {"numexpr": "numexpr", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+LINT_REQUIRED = {"ruff": "ruff", "mypy": "mypy"}
 
 
 def missing(modules: dict[str, str]) -> list[str]:
-    return [spec for mod, spec in modules.items() if importlib.util.find_spec(mod) is None]
+    specs = [spec for mod, spec in modules.items() if importlib.util.find_spec(mod) is None]
+    return list(dict.fromkeys(specs))
 
 
 def pip_install(specs: list[str]) -> bool:
@@ -27,8 +37,9 @@ def pip_install(specs: list[str]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bench", action="store_true", help="benchmark dependencies")
+    parser.add_argument("--lint", action="store_true", help="linters (ruff, mypy)")
     args = parser.parse_args()
-    required = BENCH_REQUIRED if args.bench else TEST_REQUIRED
+    required = BENCH_REQUIRED if args.bench else LINT_REQUIRED if args.lint else TEST_REQUIRED
     need = missing(required)
     if need and not pip_install(need):
         print(

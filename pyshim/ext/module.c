@@ -154,19 +154,51 @@ shim_exec(PyObject *m)
     PyObject *bases = NULL, *names = NULL;
     int rc = -1;
 
-    if (add_exception(m, &st->Error, "shmaccel.Error", NULL, "Base class of shmaccel errors.") < 0) {
+    if (add_exception(m, &st->Error, "shmaccel.Error", NULL,
+                      "Base class of shmaccel's own errors.\n\n"
+                      "Raised as such for failures with no class of their own: no worker program\n"
+                      "found, a named pool with no free seat (--max-clients), a request above the\n"
+                      "pool's size limit, a protocol or version mismatch, a bus error reading an\n"
+                      "arena; the message names the cause. TypeError, ValueError, OverflowError,\n"
+                      "TimeoutError, MemoryError and OSError are raised as themselves. Example:\n\n"
+                      "    try:\n"
+                      "        shmaccel.square(data)\n"
+                      "    except shmaccel.Error as e:      # any of shmaccel's own\n"
+                      "        print(e)\n") < 0) {
         return -1;
     }
     if (add_exception(m, &st->WorkerDiedError, "shmaccel.WorkerDiedError", st->Error,
-                      "The worker process died while a call was in flight.") < 0
+                      "The worker process died while a call was in flight (or could not start).\n\n"
+                      "Raised within one 50 ms wait slice of the death, by every call, future and\n"
+                      "await in flight on that pool. The default pool starts a new worker on the\n"
+                      "next call; an explicit Pool stays dead: make a new one. Example:\n\n"
+                      "    try:\n"
+                      "        pool.square(a, out=a)\n"
+                      "    except shmaccel.WorkerDiedError:\n"
+                      "        pool = shmaccel.Pool()  # a may be partly computed\n") < 0
         || add_exception(m, &st->PoolClosedError, "shmaccel.PoolClosedError", st->Error,
-                         "The pool was closed or is stopping.") < 0) {
+                         "The pool was closed or is stopping.\n\n"
+                         "Raised by calls on a Pool after close() (also an inherited Pool in a\n"
+                         "forked child) and by new calls on a named pool that\n"
+                         "`shmaccel-pool stop` is stopping; futures still pending when close()\n"
+                         "runs fail with it.\n\n"
+                         "    >>> pool.close()\n"
+                         "    >>> pool.square([1])\n"
+                         "    Traceback (most recent call last):\n"
+                         "    shmaccel.PoolClosedError: the shmaccel pool is closed\n") < 0) {
         return -1;
     }
     bases = PyTuple_Pack(2, st->Error, PyExc_FileNotFoundError);
     if (bases == NULL
         || add_exception(m, &st->PoolNotFoundError, "shmaccel.PoolNotFoundError", bases,
-                         "No pool of that name is running.") < 0) {
+                         "No pool of that name is running (also a FileNotFoundError).\n\n"
+                         "Raised by Pool(name), and by the module-level functions when\n"
+                         "$SHMACCEL_POOL names a pool that is not running (or was stopped).\n"
+                         "Example:\n\n"
+                         "    try:\n"
+                         "        pool = shmaccel.Pool(\"mypool\")\n"
+                         "    except shmaccel.PoolNotFoundError:\n"
+                         "        pool = shmaccel.Pool()  # a private one\n") < 0) {
         goto out;
     }
     st->BlockType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &shim_block_spec, NULL);
@@ -287,9 +319,19 @@ shim_pool_socket_path(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef shim_functions[] = {
-    {"dtype_of", shim_dtype_of, METH_O, "dtype_of(buffer) -> dtype name, or TypeError."},
+    {"dtype_of", shim_dtype_of, METH_O,
+     "dtype_of(buffer) -> the shmaccel dtype name of a buffer's format.\n\n"
+     "Raises TypeError for an object without the buffer protocol or a format that is not one\n"
+     "of shmaccel.DTYPES.\n\n"
+     "    >>> _shmaccel.dtype_of(array.array('d'))\n"
+     "    'float64'\n"},
     {"pool_socket_path", shim_pool_socket_path, METH_O,
-     "pool_socket_path(name) -> path of the named pool's socket; ValueError for a bad name."},
+     "pool_socket_path(name) -> path of the named pool's socket (touches no file).\n\n"
+     "Raises TypeError for a name that is not a str, ValueError for an invalid name (1-64\n"
+     "characters of A-Z a-z 0-9 . _ - not starting with '.'), PermissionError when the\n"
+     "runtime directory belongs to another user or is open to others.\n\n"
+     "    >>> _shmaccel.pool_socket_path('mypool')\n"
+     "    '/run/user/1000/shmaccel/mypool.sock'\n"},
     {NULL},
 };
 

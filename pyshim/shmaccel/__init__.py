@@ -5,6 +5,9 @@ memory, with the GIL released while you wait.
     shmaccel.square([1, 2, 3])          # [1, 4, 9]
     a = shmaccel.array(range(10**6), dtype="float64")
     shmaccel.double(a, out=a)           # in place, zero copy
+
+The user guide (docs/USER_GUIDE.md) describes every function, the result types, the errors,
+named pools and the C client.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ._errors import Error, PoolClosedError, PoolNotFoundError, WorkerDiedError
 from ._pool import OPS, Pool
 from ._worker import worker_path
 
-__version__ = "0.1.0"
+from ._shmaccel import C_VERSION as __version__  # the one version: SA_VERSION_STRING, shmaccel.h
 
 __all__ = [
     "DTYPES", "OPS", "Error", "Pool", "PoolClosedError", "PoolNotFoundError", "SharedArray",
@@ -32,8 +35,23 @@ _default_lock = threading.Lock()
 
 
 def default_pool() -> Pool:
-    """The pool that the module-level functions use: the named pool $SHMACCEL_POOL when set,
-    else a private worker started on first use (and started afresh if its worker died)."""
+    """Return the Pool that the module-level functions use, creating it on first use.
+
+    It is the named pool $SHMACCEL_POOL when that variable is set (and not empty), else a
+    private worker started on first use with one thread per online CPU. A pool that was
+    closed or whose worker died is replaced by a new one on the next call. After fork() the
+    child gets its own default pool on first use.
+
+    Raises PoolNotFoundError when $SHMACCEL_POOL names no running pool, ValueError when it is
+    not a valid pool name, shmaccel.Error when no worker program is found (see worker_path()),
+    WorkerDiedError when a private worker fails to start.
+
+    >>> pool = shmaccel.default_pool()
+    >>> pool.square([1, 2, 3])
+    [1, 4, 9]
+    >>> pool is shmaccel.default_pool()
+    True
+    """
     global _default
     with _default_lock:
         if _default is None or _default.closed:
@@ -49,14 +67,39 @@ def _pool(pool: Pool | None) -> Pool:
 
 
 def double(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
-    """Return data * 2 element-wise, computed in the worker pool.
+    """Return data * 2 element-wise, computed in the default pool's worker (see default_pool).
 
-    data: a list/tuple of ints (-> list of ints, int64 arithmetic; OverflowError rather than
-    wrap-around) or floats (-> list of floats); a SharedArray (-> SharedArray, zero copy); an
-    array.array (-> same typecode); a numpy array (-> same dtype and shape); another buffer
-    (-> SharedArray). out=: a writable buffer of the same length and format to fill and
-    return (may be data, for in place). timeout=: seconds, TimeoutError past it.
-    Fixed-width integers wrap around as in numpy.
+    The result's type follows the input's:
+      list/tuple of ints (bools too) -> list of ints, computed as int64; OverflowError if an
+          input or a result does not fit in int64 (Python ints never wrap)
+      list/tuple with any float      -> list of floats (float64)
+      SharedArray                    -> new SharedArray of the same dtype (input not copied)
+      array.array                    -> array.array of the same typecode
+      numpy.ndarray                  -> ndarray of the same dtype and shape
+      any other buffer (bytes, ...)  -> SharedArray
+    Fixed-width integer dtypes (all but lists) wrap around as in numpy.
+
+    out=: a writable, C-contiguous buffer of the same dtype and number of elements (it may
+    be data itself, for in place); it is filled and returned. For a list, out= must be int64
+    (all ints) or float64 (any float).
+    timeout=: seconds (None: no limit); TimeoutError if the call is not done by then. The
+    request is cancelled; one already running still finishes writing a SharedArray out= (or
+    data in place), while other out= buffers are only written on success.
+
+    Raises TypeError (unsupported input, element type or dtype; read-only out=; timeout=
+    not a number), ValueError (out= of another length or dtype, timeout < 0), OverflowError
+    (list ints beyond int64), TimeoutError, MemoryError (no room in /dev/shm),
+    WorkerDiedError (the worker died during the call), PoolClosedError, and the errors of
+    default_pool().
+    Ctrl-C raises KeyboardInterrupt within 50 ms.
+
+    >>> shmaccel.double([1, 2, 3])
+    [2, 4, 6]
+    >>> shmaccel.double([1, 2.5])
+    [2.0, 5.0]
+    >>> a = shmaccel.array([1.0, 2.0])
+    >>> shmaccel.double(a, out=a).tolist()      # in place, zero copy
+    [2.0, 4.0]
     """
     pool = _default  # read without the lock: the common case, a live default pool
     if pool is None or pool.closed:
@@ -65,7 +108,21 @@ def double(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
 
 
 def square(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
-    """Return data * data element-wise, computed in the worker pool (see double())."""
+    """Return data * data element-wise, computed in the default pool's worker.
+
+    Takes and returns the same kinds of data as double(), with the same out= and timeout=
+    and the same errors. List ints raise OverflowError when a square leaves int64 (any int of
+    absolute value above 3037000499); fixed-width dtypes wrap around as in numpy.
+
+    >>> shmaccel.square([1, 2, 3])
+    [1, 4, 9]
+    >>> import array
+    >>> shmaccel.square(array.array("b", [100]))  # int8 wraps around: 10000 mod 256
+    array('b', [16])
+    >>> shmaccel.square([2**32])
+    Traceback (most recent call last):
+    OverflowError: square of element 0 (4294967296) overflows int64
+    """
     pool = _default
     if pool is None or pool.closed:
         pool = default_pool()
@@ -73,22 +130,63 @@ def square(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
 
 
 def empty(n: int, dtype: Any = "float64", *, pool: Pool | None = None) -> SharedArray:
-    """An uninitialised SharedArray of n elements."""
+    """Return an uninitialised SharedArray of n elements of dtype in the pool's arena.
+
+    dtype: a name from shmaccel.DTYPES, float (float64), int (int64) or a numpy dtype.
+    pool: the Pool whose arena holds it (default: default_pool()).
+
+    Raises TypeError for an unsupported dtype, ValueError for n < 0, MemoryError when
+    /dev/shm has no room (memory is reserved now, never a SIGBUS later), PoolClosedError,
+    WorkerDiedError.
+
+    >>> a = shmaccel.empty(1000, "int32")
+    >>> len(a), a.dtype, a.nbytes
+    (1000, 'int32', 4000)
+    """
     return _pool(pool).empty(n, dtype)
 
 
 def zeros(n: int, dtype: Any = "float64", *, pool: Pool | None = None) -> SharedArray:
-    """A SharedArray of n zeros."""
+    """Return a SharedArray of n zeros of dtype (see empty() for the arguments and errors).
+
+    >>> shmaccel.zeros(3, "int16").tolist()
+    [0, 0, 0]
+    """
     return _pool(pool).zeros(n, dtype)
 
 
 def array(obj: Any, dtype: Any = None, *, pool: Pool | None = None) -> SharedArray:
-    """A SharedArray holding a copy of obj (a sequence of numbers or a buffer)."""
+    """Return a new SharedArray holding a copy of obj.
+
+    obj: a list or tuple of numbers, any other iterable of numbers (range, generator), or a
+    buffer (array.array, numpy array of any shape: flattened, bytes, memoryview).
+    dtype: None keeps a buffer's dtype, and makes a sequence int64, or float64 if it holds
+    any float; otherwise a name from shmaccel.DTYPES, float, int or a numpy dtype (values
+    are converted). pool: as for empty().
+
+    Raises TypeError (unsupported dtype or element), OverflowError (a value that does not
+    fit the dtype), and the errors of empty().
+
+    >>> shmaccel.array([1, 2, 3])
+    SharedArray([1, 2, 3], dtype='int64', len=3)
+    >>> shmaccel.array(range(4), dtype="float32").tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    """
     return _pool(pool).array(obj, dtype)
 
 
 def cpu_count() -> int:
-    """CPUs this process may run on (the default pool size)."""
+    """Return the number of CPUs this process may run on (its sched_getaffinity set).
+
+    A private pool started without threads= gets one thread per *online* CPU instead
+    (decided by the worker), which is more when the process is pinned to fewer CPUs (taskset,
+    a cpuset); pass threads=shmaccel.cpu_count() to match. Raises nothing in practice
+    (OSError from sched_getaffinity only).
+
+    >>> pool = shmaccel.Pool(threads=shmaccel.cpu_count())
+    >>> pool.threads == shmaccel.cpu_count()
+    True
+    """
     return len(os.sched_getaffinity(0))
 
 

@@ -18,7 +18,17 @@ TYPECODES = {
 
 
 def dtype_name(dtype: Any) -> str:
-    """Normalise a dtype given as a name, a Python type or a numpy dtype to a shmaccel name."""
+    """Return the shmaccel dtype name of a dtype given as a name, float, int or numpy dtype.
+
+    float means float64 and int means int64; anything else other than a str needs numpy to
+    have been imported. Raises TypeError when the result is not one of DTYPES.
+
+    >>> dtype_name(float), dtype_name("int8")
+    ('float64', 'int8')
+    >>> dtype_name("float16")
+    Traceback (most recent call last):
+    TypeError: unsupported dtype 'float16': use one of int8, int16, ..., float64
+    """
     if isinstance(dtype, str):
         name = dtype
     elif dtype is float:
@@ -38,10 +48,26 @@ def dtype_name(dtype: Any) -> str:
 class SharedArray(_shmaccel.SharedBlock):
     """A one-dimensional array whose memory lives in a shmaccel shared arena.
 
-    Passing it to shmaccel.square()/double() copies nothing. It supports the buffer protocol
-    (numpy.asarray(a) and memoryview(a) are zero-copy views), len(), indexing, iteration and
-    tolist(). Its memory returns to the arena when it and every view of it are gone.
-    Create one with shmaccel.empty(), zeros() or array().
+    Create one with shmaccel.empty(), zeros() or array() (or the Pool methods of the same
+    names); calling SharedArray() raises TypeError. Passed to square()/double() of the pool
+    that made it, its data is not copied: the worker reads and writes it where it is. (A
+    SharedArray of another pool, or of a pool whose worker has since been replaced, is copied
+    like any other buffer.)
+
+    It supports the buffer protocol (numpy.asarray(a) and memoryview(a) are zero-copy views),
+    len(), a[i] (a Python int or float; IndexError out of range), a[i] = v (TypeError or
+    ValueError when v does not fit the dtype), a[i:j] (a memoryview), iteration and tolist().
+    Attributes: dtype (a name from shmaccel.DTYPES), nbytes, itemsize, format (the buffer
+    format character). Its memory returns to the arena when it and every view of it are
+    gone; it stays readable after its pool is closed.
+
+    >>> a = shmaccel.zeros(4, "int32")
+    >>> a[0] = 7
+    >>> a.dtype, len(a), a.nbytes, a.tolist()
+    ('int32', 4, 16, [7, 0, 0, 0])
+    >>> import numpy as np
+    >>> np.asarray(a)               # a view of the same memory, not a copy
+    array([7, 0, 0, 0], dtype=int32)
     """
 
     __slots__ = ()
@@ -56,7 +82,11 @@ class SharedArray(_shmaccel.SharedBlock):
         return iter(memoryview(self).tolist())
 
     def tolist(self) -> list:
-        """The elements as a list of Python ints or floats."""
+        """Return the elements as a new list of Python ints or floats. Raises nothing.
+
+        >>> shmaccel.array([1.5, 2.0]).tolist()
+        [1.5, 2.0]
+        """
         return memoryview(self).tolist()
 
     def __repr__(self) -> str:

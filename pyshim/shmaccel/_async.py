@@ -24,6 +24,15 @@ Deliver = Callable[[Any, BaseException | None], None]
 
 
 class Dispatcher:
+    """Settles the requests started on one session (internal: Pool.submit/arun make one).
+
+    Raises, when created, the session's error if it is closed (PoolClosedError) or its
+    worker died (WorkerDiedError); no thread is started then.
+
+        dispatcher = Dispatcher(client)             # client: a _shmaccel.Client
+        dispatcher.add(client.start_list("square", [1, 2]), deliver)
+    """
+
     def __init__(self, client: Any) -> None:
         self._client = client
         self._fd: int = client.notify_fd()
@@ -43,7 +52,11 @@ class Dispatcher:
         self._thread.start()
 
     def add(self, pending: Any, deliver: Deliver) -> None:
-        """Track a started request; deliver(pending, error) is called once when it ends."""
+        """Track a started request; deliver(pending, error) is called once when it ends.
+
+        Raises nothing: a request that already failed is delivered with its error.
+        Example: dispatcher.add(client.start("double", src, dst), deliver)
+        """
         with self._lock:
             if pending.submitted:
                 self._in_flight[id(pending)] = (pending, deliver)
@@ -60,7 +73,11 @@ class Dispatcher:
             self.service()  # queued, finished or failed already: settle now
 
     def attach_loop(self, loop: Any) -> None:
-        """Let `loop` service completions itself, from the notify socket (once per loop)."""
+        """Let `loop` service completions itself, from the notify socket (once per loop).
+
+        Must be called from the loop's thread; raises nothing. Example:
+        dispatcher.attach_loop(asyncio.get_running_loop())
+        """
         if loop not in self._loops and not self._hung_up:
             loop.add_reader(self._fd, self.service)
             self._loops.add(loop)
@@ -85,6 +102,12 @@ class Dispatcher:
         self._client.dead  # polls the session socket: a dead worker fails the waits
 
     def service(self) -> None:
+        """Settle every finished request and submit queued ones as slots free up.
+
+        Called from the completion thread or an attached event loop when the notify socket
+        is readable; any thread may call it. A request's own error goes to its deliver
+        callback, not to the caller. Example: loop.add_reader(fd, dispatcher.service)
+        """
         self._drain()
         finished = []
         with self._lock:
@@ -125,7 +148,11 @@ class Dispatcher:
             self._close_wake()
 
     def close(self) -> None:
-        """Stop the completion thread; requests still tracked fail with the pool's error."""
+        """Stop the completion thread; requests still tracked fail with the pool's error.
+
+        Called by Pool.close() after the session was shut down; raises nothing. Example:
+        client.shutdown(); dispatcher.close()
+        """
         self._stopping = True
         for loop in list(self._loops):
             try:

@@ -36,12 +36,29 @@ def _deadline(timeout: Any) -> float | None:
 
 
 class Pool:
-    """A worker pool session.
+    """A session with a shmaccel worker pool: the kernels, memory in its arena, its figures.
 
-    Pool() starts a private worker process (with `threads` pool threads, default one per
-    CPU) that exits when the pool is closed or this process ends, however it ends.
-    Pool("name") attaches to a pool started by `shmaccel-pool start name` and raises
-    PoolNotFoundError when none runs.
+    Pool() starts a private worker process with `threads` pool threads (default: one per
+    online CPU) that exits when the pool is closed or this process ends, however it ends
+    (even by kill -9). Pool("name") attaches to the named pool started by
+    `shmaccel-pool start name` (threads= is then ignored: the pool has its own).
+
+    Attributes: name (None for a private pool), threads, worker_pid, closed. A Pool is a
+    context manager that closes it on exit, and may be used from any number of threads. In
+    a child process after fork() an inherited Pool is closed (PoolClosedError): open a new one.
+
+    Raises ValueError (threads not a positive int, invalid pool name: 1-64 characters of
+    A-Z a-z 0-9 . _ - not starting with '.'), TypeError (name not a str),
+    PoolNotFoundError (no pool of that name is running), PermissionError (the runtime
+    directory or socket belongs to another user or is open to others), shmaccel.Error (no
+    worker program found; a named pool with no free seat, see --max-clients),
+    WorkerDiedError (a private worker failed to start, e.g. threads above 1024).
+
+    >>> with shmaccel.Pool(threads=2) as pool:
+    ...     pool.square([1, 2, 3])
+    [1, 4, 9]
+    >>> shmaccel.Pool("mypool")          # after: shmaccel-pool start mypool
+    <shmaccel.Pool name='mypool' worker_pid=18317 threads=4 open>
     """
 
     def __init__(self, name: str | None = None, *, threads: int | None = None) -> None:
@@ -89,21 +106,44 @@ class Pool:
     # double() and square() repeat run()'s hot path: a Python call less per small call.
 
     def double(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
-        """Return data * 2 element-wise (see shmaccel.double)."""
+        """Return data * 2 element-wise, computed by this pool.
+
+        Same inputs, results, out=, timeout= and errors as shmaccel.double(), which calls
+        this method on the default pool.
+
+        >>> pool.double([1, 2, 3])
+        [2, 4, 6]
+        """
         if out is not None and type(data) is SharedArray and type(out) is SharedArray:
             self._client.run("double", data, out, timeout)
             return out
         return self.run("double", data, out=out, timeout=timeout)
 
     def square(self, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
-        """Return data * data element-wise (see shmaccel.square)."""
+        """Return data * data element-wise, computed by this pool.
+
+        Same inputs, results, out=, timeout= and errors as shmaccel.square().
+
+        >>> a = pool.array([1.0, 2.0, 3.0])
+        >>> pool.square(a, out=a).tolist()  # in place, zero copy
+        [1.0, 4.0, 9.0]
+        """
         if out is not None and type(data) is SharedArray and type(out) is SharedArray:
             self._client.run("square", data, out, timeout)
             return out
         return self.run("square", data, out=out, timeout=timeout)
 
     def run(self, op: str, data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
-        """Apply the kernel named `op` to `data`; the result type follows the input's."""
+        """Apply the kernel named `op` (one of shmaccel.OPS) to `data` and return the result.
+
+        run("square", x) is pool.square(x): same inputs, results, out=, timeout= and errors,
+        plus ValueError for an unknown op and TypeError for an op that is not a str.
+
+        >>> pool.run("double", [1, 2])
+        [2, 4]
+        >>> [pool.run(op, [3]) for op in shmaccel.OPS]
+        [[6], [9]]
+        """
         if out is not None and type(data) is SharedArray and type(out) is SharedArray:
             # The hot path of small calls: both in our arena (checked in C), nothing to plan.
             self._client.run(op, data, out, timeout)
@@ -194,8 +234,21 @@ class Pool:
             return self._completions
 
     def submit(self, op: str, data: Any, *, out: Any = None) -> Future:
-        """Start `op` on `data` and return a concurrent.futures.Future of the result. No
-        thread per request: the pool's one completion thread settles every future."""
+        """Start `op` on `data` and return a concurrent.futures.Future of its result.
+
+        It returns at once: the request is submitted when the session has a free slot (64 per
+        process) and queued until then. No thread per request: the pool's one completion
+        thread settles every future. The result is what run(op, data, out=out) returns.
+
+        submit() itself raises nothing: every error (those of run(); PoolClosedError after
+        close(); WorkerDiedError when the worker dies) is the future's exception. There is no
+        timeout=: future.result(timeout) stops waiting but does not cancel the request, and
+        future.cancel() returns False (the future is already running).
+
+        >>> futures = [pool.submit("square", [i]) for i in range(3)]
+        >>> [f.result() for f in futures]
+        [[0], [1], [4]]
+        """
         future: Future = Future()
         future.set_running_or_notify_cancel()
 
@@ -212,7 +265,19 @@ class Pool:
         return future
 
     async def arun(self, op: str, data: Any, *, out: Any = None) -> Any:
-        """await op(data): completion reaches the event loop through the pool's notify socket."""
+        """Coroutine: run `op` on `data` without blocking the event loop; returns its result.
+
+        The result and errors are those of run(op, data, out=out), raised by the await. The
+        loop itself learns of the completion (it watches the pool's notify socket with
+        add_reader), so no thread waits per request. There is no timeout=: use
+        asyncio.wait_for(); cancelling the await cancels the request (a running one is
+        abandoned: it never writes into memory reused later).
+
+        >>> async def main(pool):
+        ...     return await pool.arun("square", [1, 2, 3])
+        >>> asyncio.run(main(pool))
+        [1, 4, 9]
+        """
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         self._dispatcher().attach_loop(loop)
@@ -240,30 +305,68 @@ class Pool:
             raise
 
     async def asquare(self, data: Any, *, out: Any = None) -> Any:
-        """await data * data (see arun)."""
+        """Coroutine: await data * data; arun("square", data, out=out) (results, errors).
+
+        >>> results = await asyncio.gather(*(pool.asquare(x) for x in arrays))
+        """
         return await self.arun("square", data, out=out)
 
     async def adouble(self, data: Any, *, out: Any = None) -> Any:
-        """await data * 2 (see arun)."""
+        """Coroutine: await data * 2; arun("double", data, out=out) (results, errors).
+
+        >>> await pool.adouble([1, 2])
+        [2, 4]
+        """
         return await self.arun("double", data, out=out)
 
     def map(self, op: str, iterable: Any) -> list:
-        """Apply `op` to each array of `iterable`; results in order."""
+        """Apply `op` to each item of `iterable`, all in flight at once; return the results
+        as a list, in order.
+
+        Each item may be any input that run() takes. Raises the first failed item's error (in
+        the iterable's order) once that item is done; the other requests still complete.
+
+        >>> pool.map("double", [[1, 2], [3], array.array("i", [4])])
+        [[2, 4], [6], array('i', [8])]
+        """
         futures = [self.submit(op, data) for data in iterable]
         return [f.result() for f in futures]
 
     # -- memory -----------------------------------------------------------------------------
 
     def empty(self, n: int, dtype: Any = "float64") -> SharedArray:
-        """An uninitialised SharedArray of n elements in this pool's arena."""
+        """Return an uninitialised SharedArray of n elements of dtype in this pool's arena.
+
+        n: an int. dtype: a name from shmaccel.DTYPES, float, int or a numpy dtype. Raises
+        TypeError (unsupported dtype), ValueError (n < 0), MemoryError (no room in
+        /dev/shm: memory is reserved here, never a SIGBUS later), PoolClosedError,
+        WorkerDiedError.
+
+        >>> pool.empty(3, "float32").dtype
+        'float32'
+        """
         return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype))
 
     def zeros(self, n: int, dtype: Any = "float64") -> SharedArray:
-        """A SharedArray of n zeros in this pool's arena."""
+        """Return a SharedArray of n zeros of dtype in this pool's arena (see empty()).
+
+        >>> pool.zeros(2, int).tolist()
+        [0, 0]
+        """
         return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype), True)
 
     def array(self, obj: Any, dtype: Any = None) -> SharedArray:
-        """A SharedArray holding a copy of `obj` (an iterable of numbers or a buffer)."""
+        """Return a SharedArray in this pool's arena holding a copy of `obj`.
+
+        obj: an iterable of numbers or a buffer (array.array, numpy array of any shape,
+        flattened, bytes). dtype None keeps a buffer's dtype and makes numbers int64, or
+        float64 if any is a float; a given dtype converts. Raises TypeError (unsupported
+        dtype or element), OverflowError (a value that does not fit the dtype) and the
+        errors of empty().
+
+        >>> pool.array([1, 2.5])
+        SharedArray([1.0, 2.5], dtype='float64', len=2)
+        """
         if not isinstance(obj, (list, tuple)):
             try:
                 memoryview(obj).release()
@@ -293,22 +396,50 @@ class Pool:
     # -- life cycle -------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """Figures from the worker: requests, elements, errors, threads, clients, uptime_s,
-        busy_pct, worker_pid; this session's own client_requests, client_elements,
-        client_errors, client_in_flight; and `sessions`: per-client figures (pid, requests,
-        elements, errors, in_flight) of every session attached to the pool."""
+        """Return a dict of the pool's figures, read from shared memory (a snapshot).
+
+        Pool-wide: worker_pid, threads, clients (attached sessions), requests (completed),
+        elements, errors, uptime_s, busy_pct (kernel time / (uptime x threads), percent).
+        This session: seat, client_requests, client_elements, client_errors,
+        client_in_flight. sessions: a list of dicts (seat, pid, requests, elements, errors,
+        in_flight), one per attached session, this one included.
+
+        Raises PoolClosedError after close(), WorkerDiedError once the worker is gone (also
+        after a named pool was stopped).
+
+        >>> s = pool.stats()
+        >>> s["threads"], s["client_requests"], len(s["sessions"])
+        (2, 0, 1)
+        """
         stats = self._client.info()
         stats["sessions"] = self._client.sessions()
         return stats
 
     @property
     def closed(self) -> bool:
-        """True once the pool is closed or its worker is gone."""
+        """True once the pool is closed, its worker is gone or a named pool is stopping.
+
+        Raises nothing. A closed pool stays closed: make a new Pool (the module-level
+        functions do so by themselves).
+
+        >>> pool.close(); pool.closed
+        True
+        """
         return self._client.dead
 
     def close(self) -> None:
-        """End the session; a private worker exits. Calls made afterwards raise
-        PoolClosedError. Arrays already allocated stay readable."""
+        """End the session: a private worker exits; a named pool goes on serving others.
+
+        Calls made afterwards raise PoolClosedError; futures and awaits still pending fail
+        with it. Arrays already allocated stay readable. Idempotent; raises nothing. Leaving
+        a `with Pool() as pool:` block calls it.
+
+        >>> pool = shmaccel.Pool()
+        >>> pool.close()
+        >>> pool.square([1])
+        Traceback (most recent call last):
+        shmaccel.PoolClosedError: the shmaccel pool is closed
+        """
         self._client.shutdown()
         with self._lock:
             completions, self._completions = self._completions, None
@@ -316,9 +447,11 @@ class Pool:
             completions.close()  # requests still in flight fail with PoolClosedError
 
     def __enter__(self) -> "Pool":
+        """Return the pool itself: `with shmaccel.Pool() as pool: ...`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the pool (see close()); exceptions from the block propagate."""
         self.close()
 
     def __repr__(self) -> str:

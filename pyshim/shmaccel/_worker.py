@@ -11,7 +11,18 @@ _HERE = Path(__file__).resolve().parent
 
 
 def worker_path() -> str:
-    """Return the path of the worker program, or raise shmaccel.Error saying how to get one."""
+    """Return the path of the shmaccel-worker program that private pools start.
+
+    Looked for in order: $SHMACCEL_WORKER when set and not empty; shmaccel-worker inside
+    the installed package (`pip install .` puts it there); build/shmaccel-worker in a source
+    checkout (after `make`). Named pools started by shmaccel-pool use the same program.
+
+    Raises shmaccel.Error when $SHMACCEL_WORKER is not an executable file, or when no
+    program is found (the message says how to get one).
+
+    >>> shmaccel.worker_path()
+    '/home/me/shmaccel/build/shmaccel-worker'
+    """
     env = os.environ.get("SHMACCEL_WORKER")
     if env:
         if not os.access(env, os.X_OK):
