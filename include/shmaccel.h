@@ -20,6 +20,9 @@ extern "C" {
 /* The project's version, kept here only: setup.py reads it, shmaccel.__version__ is this. */
 #define SA_VERSION_STRING "0.1.0"
 
+/* Most pool threads a worker runs (--threads, sa_client_spawn, Pool(threads=)). */
+#define SA_MAX_THREADS 1024
+
 /* ---------------------------------------------------------------------------------------------
  * Errors. Every function that can fail returns 0 (or a non-negative value) on success and a
  * negative code on failure: -errno for system errors, or one of the SA_E* codes below, which lie
@@ -342,12 +345,12 @@ typedef struct sa_worker_info {
 } sa_worker_info;
 
 /* Starts a private worker (the program at `worker_path`, with `threads` pool threads, 0 for one
- * per online CPU, at most 1024) connected by a socketpair, and attaches to it. The worker
+ * per CPU this process may run on (its affinity set), at most SA_MAX_THREADS) connected by a socketpair, and attaches to it. The worker
  * inherits the environment and exits when the client is closed or this process dies (it
  * sees EOF). On success stores a new client in *out and returns 0; on error returns a
- * negative code, starts nothing that outlives the call and leaves *out unchanged: -ENOENT or
- * -EACCES (no program at worker_path), SA_EWORKERDIED (it exited at once, e.g. threads
- * above 1024), -ETIMEDOUT (no hello within 10 s), SA_EPROTO / SA_EVERSION (not a worker of
+ * negative code, starts nothing that outlives the call and leaves *out unchanged: -EINVAL
+ * (threads above SA_MAX_THREADS), -ENOENT or -EACCES (no program at worker_path),
+ * SA_EWORKERDIED (it exited at once), -ETIMEDOUT (no hello within 10 s), SA_EPROTO / SA_EVERSION (not a worker of
  * this version), -ENOMEM, another -errno. Blocks until the worker has said hello. Example:
  *     sa_client *c;
  *     int err = sa_client_spawn("build/shmaccel-worker", 0, &c);
@@ -410,8 +413,9 @@ void sa_client_forget_after_fork(sa_client *c);
 int sa_client_dead(sa_client *c);
 
 /* Fills *info from the control segment (figures are a snapshot, not a transaction). Returns 0;
- * SA_EWORKERDIED when the worker is gone (*info is still filled, with its last figures);
- * SA_ECLOSED after sa_client_shutdown or in a forked child (*info unchanged). Non-blocking.
+ * SA_EWORKERDIED when the worker is gone, SA_ECLOSED when it is gone after its pool was stopped
+ * (sa_pool_stop, shmaccel-pool stop), as calls then say (*info is filled in both, with the last
+ * figures); SA_ECLOSED after sa_client_shutdown or in a forked child (*info unchanged). Non-blocking.
  * Example:
  *     sa_worker_info info;
  *     if (sa_client_info(c, &info) == 0) {

@@ -240,10 +240,13 @@ sa_client_spawn(const char *worker_path, unsigned threads, sa_client **out)
     int sv[2] = {-1, -1};
     int child_fd = -1;
     int err;
-    sa_client *c = client_new();
+    sa_client *c;
     sigset_t none, defaults;
 
-    if (c == NULL) {
+    if (threads > SA_MAX_THREADS) {
+        return -EINVAL;
+    }
+    if ((c = client_new()) == NULL) {
         return -ENOMEM;
     }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -455,7 +458,12 @@ sa_client_info(sa_client *c, sa_worker_info *info)
         double busy = (double)atomic_load_explicit(&c->ctl->busy_ns, memory_order_relaxed) / 1e9;
         info->busy_pct = 100.0 * busy / (info->uptime_s * c->threads);
     }
-    return sa__client_check_alive(c) ? SA_EWORKERDIED : 0;
+    if (!sa__client_check_alive(c)) {
+        return 0;
+    }
+    /* A pool stopped by its owner is closed, as calls on it say, not dead. */
+    return atomic_load_explicit(&c->area->stopping, memory_order_relaxed) ? SA_ECLOSED
+                                                                          : SA_EWORKERDIED;
 }
 
 int

@@ -9,6 +9,7 @@
  */
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,21 @@ listen_named(const char *name, char *path, size_t path_len)
     return fd;
 }
 
+/* One pool thread per CPU this process may run on (taskset, cgroup cpusets): the count
+ * os.sched_getaffinity and shmaccel.cpu_count() give, not the machine's online CPUs. */
+static uint32_t
+default_threads(void)
+{
+    cpu_set_t set;
+    int n;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && (n = CPU_COUNT(&set)) > 0) {
+        return n > SA_MAX_THREADS ? SA_MAX_THREADS : (uint32_t)n;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return ncpu > 0 && ncpu <= SA_MAX_THREADS ? (uint32_t)ncpu : ncpu > 0 ? SA_MAX_THREADS : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -157,12 +173,11 @@ main(int argc, char **argv)
     char sock_path[300] = "";
     const char *name = NULL;
     uint64_t v, session_fd = UINT64_MAX, ready_fd = UINT64_MAX;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int listen_fd = -1, signal_fd = -1, err, opt, status = 1;
     sigset_t sigs;
 
     memset(&w, 0, sizeof(w));
-    w.threads = ncpu > 0 ? (uint32_t)ncpu : 1;
+    w.threads = default_threads();
     w.max_clients = 64;
     w.max_count = SA__DEFAULT_MAX_COUNT;
     w.ctl_fd = -1;
@@ -177,7 +192,7 @@ main(int argc, char **argv)
             err = 0;
             break;
         case 't':
-            err = parse_u64(optarg, 1, 1024, &v);
+            err = parse_u64(optarg, 1, SA_MAX_THREADS, &v);
             w.threads = (uint32_t)v;
             break;
         case 'm':

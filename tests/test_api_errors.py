@@ -147,6 +147,21 @@ def test_read_only_out_is_refused(op):
     assert readonly.tolist() == [0.0, 0.0]
 
 
+def test_read_only_numpy_out_raises_type_error_like_any_read_only_out(np):
+    # numpy refuses a writable view of a read-only array with ValueError; shmaccel promises
+    # TypeError for every read-only out=.
+    source = np.arange(4.0)
+    out = np.zeros(4)
+    out.flags.writeable = False
+    for call in (lambda: shmaccel.square(source, out=out),
+                 lambda: shmaccel.double(source.tolist(), out=out)):
+        with pytest.raises(TypeError, match="read-only"):
+            call()
+    assert out.tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="C-contiguous"):
+        shmaccel.square(source[::2], out=np.zeros(4)[::2])
+
+
 def test_failed_out_check_leaves_data_untouched():
     data = array.array("d", [1.0, 2.0, 3.0])
     with pytest.raises(ValueError):
@@ -164,6 +179,22 @@ def test_empty_with_unknown_dtype_is_refused():
         shmaccel.empty(3, "complex64")
     with pytest.raises((TypeError, ValueError)):
         shmaccel.zeros(3, "float16")
+
+
+@pytest.mark.parametrize("n", [2.0, "3", None, 1.5])
+def test_array_size_that_is_not_an_int_raises_type_error(n):
+    for make in (shmaccel.empty, shmaccel.zeros):
+        with pytest.raises(TypeError):
+            make(n)
+
+
+@pytest.mark.parametrize("threads, error", [
+    (0, ValueError), (-1, ValueError), (1025, ValueError), (2**32 + 1, ValueError),
+    (True, TypeError), (2.0, TypeError), ("2", TypeError),
+])
+def test_pool_threads_out_of_range_are_refused_before_a_worker_starts(threads, error):
+    with pytest.raises(error, match="threads"):
+        shmaccel.Pool(threads=threads)
 
 
 def test_errors_do_not_disturb_later_calls():

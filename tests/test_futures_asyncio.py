@@ -137,3 +137,23 @@ def test_closing_a_pool_fails_its_pending_futures(make_pool):
         error = future.exception(timeout=5)
         assert isinstance(error, (shmaccel.PoolClosedError, shmaccel.WorkerDiedError))
     assert isinstance(pool.submit("square", [1]).exception(timeout=5), shmaccel.Error)
+
+
+def test_futures_still_settle_after_an_event_loop_with_a_cancelled_await_closed(
+        make_pool, monkeypatch):
+    # A request whose await was cancelled (wait_for timed out) while the worker ran it
+    # completes after asyncio.run closed its loop; delivering it must not kill the completion
+    # thread, or every later future would wait forever.
+    monkeypatch.setenv("SHMACCEL_FAULT", "worker-before-complete:sleep=300")
+    pool = make_pool(threads=1)
+    monkeypatch.delenv("SHMACCEL_FAULT")
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(pool.asquare([3.0] * 1000), 0.05)
+
+    asyncio.run(main())
+    assert pool.submit("double", [21]).result(timeout=5) == [42]
+    futures = [pool.submit("square", [k]) for k in range(100)]
+    assert [f.result(timeout=5) for f in futures] == [[k * k] for k in range(100)]
+

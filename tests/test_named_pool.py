@@ -137,6 +137,20 @@ def test_client_of_a_stopped_named_pool_gets_an_error_not_a_hang(named_pool):
         p.close()
 
 
+def test_stats_of_a_stopped_named_pool_raise_what_calls_raise(named_pool):
+    p = shmaccel.Pool(named_pool.name)
+    try:
+        assert p.stats()["worker_pid"] == named_pool.pid
+        named_pool.proc.terminate()  # SIGTERM: the pool stops gracefully
+        named_pool.proc.wait(5)
+        with pytest.raises(shmaccel.PoolClosedError):
+            p.double([1])
+        with pytest.raises(shmaccel.PoolClosedError):
+            p.stats()
+    finally:
+        p.close()
+
+
 def test_shmaccel_pool_variable_makes_the_named_pool_the_default(named_pool, children):
     child = children.python(
         """

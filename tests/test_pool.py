@@ -46,6 +46,19 @@ def test_default_thread_count_is_at_least_one(make_pool):
     assert p.stats()["threads"] == p.threads
 
 
+def test_default_thread_count_is_the_cpus_the_process_may_run_on(make_pool):
+    allowed = os.sched_getaffinity(0)
+    assert make_pool().threads == len(allowed) == shmaccel.cpu_count()
+    if len(allowed) < 2:
+        pytest.skip("one CPU: pinning cannot lower the count")
+    os.sched_setaffinity(0, {min(allowed)})  # this thread; the worker inherits it (taskset)
+    try:
+        pinned = make_pool()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert pinned.threads == 1
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_requested_thread_count_is_honoured(make_pool, threads):
     p = make_pool(threads=threads)

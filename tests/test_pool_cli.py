@@ -64,6 +64,17 @@ def test_start_of_a_live_name_fails_with_status_1(pool_name, tmp_path):
         assert pool.worker_pid == pid  # the first pool is untouched
 
 
+@pytest.mark.parametrize("option", ["--threads", "--max-clients"])
+@pytest.mark.parametrize("value", ["0", "1025", "2000", "two"])
+def test_start_with_counts_beyond_the_worker_limits_exits_2_and_starts_nothing(
+        option, value, pool_name, tmp_path):
+    result = cli("start", pool_name, option, value, "--log", str(tmp_path / "log"))
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr and "usage" in result.stderr
+    assert not (runtime_dir() / f"{pool_name}.sock").exists()
+    assert not (tmp_path / "log").exists()
+
+
 @pytest.mark.parametrize("bad", ["../x", "/", "", "a/b", ".hidden", "x" * 65, "sp ace"])
 def test_invalid_names_exit_2_before_touching_any_file(bad, tmp_path):
     before = set(os.listdir(runtime_dir())) if runtime_dir().exists() else set()

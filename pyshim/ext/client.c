@@ -204,6 +204,31 @@ copy_bytes(void *dst, const void *src, size_t n)
     }
 }
 
+/* Replaces the error of a failed writable, C-contiguous buffer request on `dst` by the one
+ * shmaccel documents, whatever the exporter raised (memoryview: BufferError, numpy:
+ * ValueError): TypeError when dst is read-only, ValueError when it is not C-contiguous. Any
+ * other error (no buffer protocol at all: TypeError) is left as it is. */
+static void
+explain_bad_out(PyObject *dst)
+{
+    Py_buffer probe;
+
+    if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return;
+    }
+    PyErr_Clear();
+    if (PyObject_GetBuffer(dst, &probe, PyBUF_FULL_RO) < 0) {
+        return; /* that error stands */
+    }
+    if (probe.readonly) {
+        PyErr_Format(PyExc_TypeError, "out must be a writable buffer; %.100s is read-only",
+                     Py_TYPE(dst)->tp_name);
+    } else {
+        PyErr_SetString(PyExc_ValueError, "out must be C-contiguous");
+    }
+    PyBuffer_Release(&probe);
+}
+
 /* ---- construction ------------------------------------------------------------------- */
 
 static PyObject *
@@ -222,6 +247,10 @@ Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if ((worker == NULL) == (socket_path == NULL)) {
         PyErr_SetString(PyExc_TypeError, "Client() takes exactly one of worker= or socket=");
+        return NULL;
+    }
+    if (threads > SA_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be at most %d", SA_MAX_THREADS);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -415,18 +444,7 @@ shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadl
     } else {
         if (PyObject_GetBuffer(dst, &io->dst, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
             < 0) {
-            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-                Py_buffer probe;
-                PyErr_Clear();
-                if (PyObject_GetBuffer(dst, &probe, PyBUF_FULL_RO) == 0) {
-                    PyBuffer_Release(&probe);
-                    PyErr_Format(PyExc_TypeError, "out must be a writable buffer; %.100s is read-only",
-                                 Py_TYPE(dst)->tp_name);
-                } else if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-                    PyErr_Clear();
-                    PyErr_Format(PyExc_ValueError, "out must be C-contiguous");
-                }
-            }
+            explain_bad_out(dst);
             goto out;
         }
         io->copy_out = 1;

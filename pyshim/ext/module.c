@@ -228,7 +228,8 @@ shim_exec(PyObject *m)
         PyTuple_SET_ITEM(names, d - 1, PyUnicode_FromString(sa_dtype_name((uint32_t)d)));
     }
     if (PyModule_AddObjectRef(m, "DTYPES", names) < 0
-        || PyModule_AddStringConstant(m, "C_VERSION", SA_VERSION_STRING) < 0) {
+        || PyModule_AddStringConstant(m, "C_VERSION", SA_VERSION_STRING) < 0
+        || PyModule_AddIntConstant(m, "MAX_THREADS", SA_MAX_THREADS) < 0) {
         goto out;
     }
     rc = 0;

@@ -38,7 +38,7 @@ def default_pool() -> Pool:
     """Return the Pool that the module-level functions use, creating it on first use.
 
     It is the named pool $SHMACCEL_POOL when that variable is set (and not empty), else a
-    private worker started on first use with one thread per online CPU. A pool that was
+    private worker started on first use with one thread per CPU it may run on. A pool that was
     closed or whose worker died is replaced by a new one on the next call. After fork() the
     child gets its own default pool on first use.
 

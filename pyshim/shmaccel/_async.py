@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import os
 import select
+import sys
 import threading
+import traceback
 import weakref
 from typing import Any, Callable
 
@@ -132,7 +134,11 @@ class Dispatcher:
                 self._queued.popleft()
                 self._in_flight[id(pending)] = (pending, deliver)
         for deliver, pending, error in finished:
-            deliver(pending, error)
+            try:
+                deliver(pending, error)
+            except Exception:  # one caller's failure must not stop the others' completions
+                print("shmaccel: a completion could not be delivered:", file=sys.stderr)
+                traceback.print_exc()
 
     def _run(self) -> None:
         while not self._stopping:

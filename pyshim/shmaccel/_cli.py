@@ -420,6 +420,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def up_to_worker_limit(text: str) -> int:
+    """argparse type for --threads and --max-clients: an int from 1 to 1024 (the worker's
+    limit for both), else ArgumentTypeError (exit status 2, before any worker starts).
+
+    >>> up_to_worker_limit("4")
+    4
+    """
+    value = positive_int(text)
+    if value > _shmaccel.MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {_shmaccel.MAX_THREADS}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0, else ArgumentTypeError (exit status 2).
 
@@ -445,8 +458,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start a named pool in the background")
     start.add_argument("name")
-    start.add_argument("--threads", type=positive_int, help="pool threads (default: CPUs)")
-    start.add_argument("--max-clients", type=positive_int, help="client sessions (default 64)")
+    start.add_argument("--threads", type=up_to_worker_limit, help="pool threads (default: CPUs)")
+    start.add_argument("--max-clients", type=up_to_worker_limit, help="client sessions (default 64)")
     start.add_argument("--log", help="log file (default: <runtime dir>/<name>.log)")
     start.add_argument("--foreground", action="store_true", help="run in this terminal")
     start.set_defaults(func=cmd_start)

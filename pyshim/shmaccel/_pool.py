@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import operator
 import os
 import sys
 import threading
@@ -35,11 +36,25 @@ def _deadline(timeout: Any) -> float | None:
     return time.monotonic() + secs
 
 
+def check_threads(threads: object) -> None:
+    """Raise TypeError unless `threads` is an int (not a bool), ValueError unless it is
+    1 .. MAX_THREADS (1024), before any worker is started.
+
+    >>> check_threads(0)
+    Traceback (most recent call last):
+    ValueError: threads must be 1 to 1024, got 0
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        raise TypeError(f"threads must be an int, not {type(threads).__name__}")
+    if not 1 <= threads <= _shmaccel.MAX_THREADS:
+        raise ValueError(f"threads must be 1 to {_shmaccel.MAX_THREADS}, got {threads}")
+
+
 class Pool:
     """A session with a shmaccel worker pool: the kernels, memory in its arena, its figures.
 
     Pool() starts a private worker process with `threads` pool threads (default: one per
-    online CPU) that exits when the pool is closed or this process ends, however it ends
+    CPU this process may run on, shmaccel.cpu_count()) that exits when the pool is closed or this process ends, however it ends
     (even by kill -9). Pool("name") attaches to the named pool started by
     `shmaccel-pool start name` (threads= is then ignored: the pool has its own).
 
@@ -47,12 +62,12 @@ class Pool:
     context manager that closes it on exit, and may be used from any number of threads. In
     a child process after fork() an inherited Pool is closed (PoolClosedError): open a new one.
 
-    Raises ValueError (threads not a positive int, invalid pool name: 1-64 characters of
-    A-Z a-z 0-9 . _ - not starting with '.'), TypeError (name not a str),
+    Raises TypeError (threads not an int, name not a str), ValueError (threads not 1 to
+    1024, invalid pool name: 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.'),
     PoolNotFoundError (no pool of that name is running), PermissionError (the runtime
     directory or socket belongs to another user or is open to others), shmaccel.Error (no
     worker program found; a named pool with no free seat, see --max-clients),
-    WorkerDiedError (a private worker failed to start, e.g. threads above 1024).
+    WorkerDiedError (a private worker failed to start).
 
     >>> with shmaccel.Pool(threads=2) as pool:
     ...     pool.square([1, 2, 3])
@@ -66,8 +81,8 @@ class Pool:
         self._completions: Dispatcher | None = None
         self._lock = threading.Lock()
         if name is None:
-            if threads is not None and (not isinstance(threads, int) or threads < 1):
-                raise ValueError("threads must be a positive int")
+            if threads is not None:
+                check_threads(threads)
             self._client = _shmaccel.Client(worker=worker_path(), threads=threads or 0)
         else:
             try:
@@ -294,8 +309,11 @@ class Pool:
         def settle(value: Any, error: BaseException | None) -> None:
             if threading.get_ident() == loop_thread:
                 set_now(value, error)
-            else:
+                return
+            try:
                 loop.call_soon_threadsafe(set_now, value, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits this any more (a cancelled await)
 
         pending = self._start(op, data, out, settle)
         try:
@@ -338,14 +356,14 @@ class Pool:
         """Return an uninitialised SharedArray of n elements of dtype in this pool's arena.
 
         n: an int. dtype: a name from shmaccel.DTYPES, float, int or a numpy dtype. Raises
-        TypeError (unsupported dtype), ValueError (n < 0), MemoryError (no room in
+        TypeError (n not an int, unsupported dtype), ValueError (n < 0), MemoryError (no room in
         /dev/shm: memory is reserved here, never a SIGBUS later), PoolClosedError,
         WorkerDiedError.
 
         >>> pool.empty(3, "float32").dtype
         'float32'
         """
-        return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype))
+        return self._client.alloc(SharedArray, operator.index(n), dtype_name(dtype))
 
     def zeros(self, n: int, dtype: Any = "float64") -> SharedArray:
         """Return a SharedArray of n zeros of dtype in this pool's arena (see empty()).
@@ -353,7 +371,7 @@ class Pool:
         >>> pool.zeros(2, int).tolist()
         [0, 0]
         """
-        return self._client.alloc(SharedArray, n.__index__(), dtype_name(dtype), True)
+        return self._client.alloc(SharedArray, operator.index(n), dtype_name(dtype), True)
 
     def array(self, obj: Any, dtype: Any = None) -> SharedArray:
         """Return a SharedArray in this pool's arena holding a copy of `obj`.
@@ -404,8 +422,8 @@ class Pool:
         client_in_flight. sessions: a list of dicts (seat, pid, requests, elements, errors,
         in_flight), one per attached session, this one included.
 
-        Raises PoolClosedError after close(), WorkerDiedError once the worker is gone (also
-        after a named pool was stopped).
+        Raises PoolClosedError after close() or once a named pool was stopped (as calls do),
+        WorkerDiedError once the worker is gone otherwise.
 
         >>> s = pool.stats()
         >>> s["threads"], s["client_requests"], len(s["sessions"])
