@@ -48,6 +48,8 @@ help:
 	@echo "make valgrind  the worker under memcheck through test sessions"
 	@echo "make faults    fault-injection tests (make faults-soak: the full counts)"
 	@echo "make fuzz      libFuzzer over validation and the protocol (FUZZ_SECONDS=60)"
+	@echo "make lint      clang-format and cppcheck over the C, ruff and mypy over the Python"
+	@echo "               (lint-c, lint-py alone)"
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -126,7 +128,7 @@ sanitize-c: all
 
 sanitize-py: all deps $(TEST_TOOLS)
 	$(SAN_MAKE) EXT_DIR=$(SAN_PY)/shmaccel build-asan/shmaccel-worker $(SAN_PY)/shmaccel/_shmaccel$(PY_EXT)
-	cp pyshim/shmaccel/*.py $(SAN_PY)/shmaccel/
+	cp pyshim/shmaccel/*.py pyshim/shmaccel/*.pyi pyshim/shmaccel/py.typed $(SAN_PY)/shmaccel/
 	SHMACCEL_WORKER=$(abspath build-asan/shmaccel-worker) PYTHONPATH=$(SAN_PY) \
 	    LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -53,9 +53,11 @@ static const char *const task_suffixes[TASK_COUNT] = {"inplace", "out", NULL};
     X(float64, double, double)
 
 /* X(name, expression in x, ...): SA_OP_LIST of include/shmaccel.h. */
+/* clang-format off */
 #define OP_LIST(X, ...) \
     X(square, (x) * (x), __VA_ARGS__) \
     X(double, (x) * 2, __VA_ARGS__)
+/* clang-format on */
 
 #define DTYPE_ENUM(DT, T, W) DTYPE_##DT,
 typedef enum dtype { DTYPE_LIST(DTYPE_ENUM) DTYPE_COUNT } dtype;
@@ -500,8 +502,8 @@ main(int argc, char **argv)
             snprintf(key, sizeof(key), "memcpy");
         }
         /* The fastest time gives the highest throughput: min and max swap over. */
-        printf("  \"%s_s\": {\"median\": %.9f, \"min\": %.9f, \"max\": %.9f},\n", key,
-               s.median, s.min, s.max);
+        printf("  \"%s_s\": {\"median\": %.9f, \"min\": %.9f, \"max\": %.9f},\n", key, s.median,
+               s.min, s.max);
         printf("  \"%s_gbs\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}%s\n", key,
                gb / s.median, gb / s.max, gb / s.min, t + 1 < TASK_COUNT ? "," : "");
     }

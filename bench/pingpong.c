@@ -27,11 +27,11 @@
 #define DEFAULT_REPEATS 7
 #define DEFAULT_ITERS 20000
 #define MAX_REPEATS 1000
-#define SPIN_FACTOR 10            /* spin runs do this many times more round trips */
-#define WARMUP_ITERS 500          /* untimed round trips before each measurement */
-#define RUN_BUDGET_NS 100000000u  /* a timed run stops after this long, whatever its count */
-#define BUDGET_CHECK_EVERY 64     /* round trips between clock reads */
-#define COLD_GAP_NS 200000u       /* sleep before each "cold" round trip */
+#define SPIN_FACTOR 10           /* spin runs do this many times more round trips */
+#define WARMUP_ITERS 500         /* untimed round trips before each measurement */
+#define RUN_BUDGET_NS 100000000u /* a timed run stops after this long, whatever its count */
+#define BUDGET_CHECK_EVERY 64    /* round trips between clock reads */
+#define COLD_GAP_NS 200000u      /* sleep before each "cold" round trip */
 #define CACHE_LINE 64
 
 /* The shared page. The spin words sit on their own cache lines so that each round trip moves
@@ -262,8 +262,8 @@ measure(shared *sh, mode m, placement where, uint64_t gap_ns, int repeats, uint6
     }
     err = pin_to(where.parent_cpu);
     if (err == 0) {
-        err = parent_round_trips(sh, m, WARMUP_ITERS, RUN_BUDGET_NS / 4, gap_ns, &seq, yield,
-                                 &done, &busy);
+        err = parent_round_trips(sh, m, WARMUP_ITERS, RUN_BUDGET_NS / 4, gap_ns, &seq, yield, &done,
+                                 &busy);
     }
     for (int r = 0; r < repeats && err == 0; r++) {
         err = parent_round_trips(sh, m, iters, RUN_BUDGET_NS, gap_ns, &seq, yield, &done, &busy);
@@ -392,8 +392,8 @@ main(int argc, char **argv)
      * that has gone back to sleep. Spinners go on two CPUs, or they would take turns. */
     err = measure(sh, MODE_SEM, anywhere, 0, (int)repeats, (uint64_t)iters, 0, rtt[SEM]);
     if (err == 0) {
-        err = measure(sh, MODE_SPIN, cross, 0, (int)repeats, (uint64_t)iters * SPIN_FACTOR,
-                      single, rtt[SPIN]);
+        err = measure(sh, MODE_SPIN, cross, 0, (int)repeats, (uint64_t)iters * SPIN_FACTOR, single,
+                      rtt[SPIN]);
     }
     if (err == 0) {
         err = measure(sh, MODE_SEM, same, 0, (int)repeats, (uint64_t)iters, 0, rtt[SEM_SAME]);

@@ -53,8 +53,8 @@ typedef enum counted {
 } counted;
 
 static const char *const counted_name[C__COUNT] = {
-    "malloc", "calloc", "realloc", "free", "posix_memalign", "mmap", "munmap", "shm_open",
-    "memfd_create", "ftruncate", "posix_fallocate",
+    "malloc", "calloc",   "realloc",      "free",      "posix_memalign",  "mmap",
+    "munmap", "shm_open", "memfd_create", "ftruncate", "posix_fallocate",
 };
 
 static _Atomic uint64_t counts[C__COUNT];
@@ -271,8 +271,10 @@ main(int argc, char **argv)
     int err, status = 1;
 
     if (parse_options(argc, argv, &opt) < 0) {
-        fprintf(stderr, "usage: %s WORKER_PATH [--calls N] [--warmup W] [--count C] "
-                        "[--threads T]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s WORKER_PATH [--calls N] [--warmup W] [--count C] "
+                "[--threads T]\n",
+                argv[0]);
         return 2;
     }
     err = sa_client_spawn(opt.worker_path, opt.threads, &client);

@@ -107,20 +107,22 @@ main(int argc, char **argv)
      *    attach: the pool gives us a seat and maps its control segment into our process. */
     err = sa_pool_socket_path(pool_name, socket_path, sizeof(socket_path));
     if (err < 0) {
-        fprintf(stderr, "c_client: bad pool name '%s': %s (1-64 chars of [A-Za-z0-9._-], "
-                        "not starting with '.')\n", pool_name, sa_strerror(err));
+        fprintf(stderr,
+                "c_client: bad pool name '%s': %s (1-64 chars of [A-Za-z0-9._-], "
+                "not starting with '.')\n",
+                pool_name, sa_strerror(err));
         goto out;
     }
     err = sa_client_connect(socket_path, &client);
     if (err == -ENOENT) {
-        fprintf(stderr, "c_client: no pool named '%s' is running (%s: %s)\n"
-                        "start one with: scripts/shmaccel-pool start %s\n",
+        fprintf(stderr,
+                "c_client: no pool named '%s' is running (%s: %s)\n"
+                "start one with: scripts/shmaccel-pool start %s\n",
                 pool_name, socket_path, sa_strerror(err), pool_name);
         goto out;
     }
     if (err < 0) {
-        fprintf(stderr, "c_client: cannot attach to pool '%s': %s\n", pool_name,
-                sa_strerror(err));
+        fprintf(stderr, "c_client: cannot attach to pool '%s': %s\n", pool_name, sa_strerror(err));
         goto out;
     }
 
@@ -128,8 +130,8 @@ main(int argc, char **argv)
      *    no copy. The block starts with one reference, ours. */
     err = sa_block_alloc(client, (size_t)count * sizeof(double), &block);
     if (err < 0) {
-        fprintf(stderr, "c_client: cannot allocate %llu float64: %s\n",
-                (unsigned long long)count, sa_strerror(err));
+        fprintf(stderr, "c_client: cannot allocate %llu float64: %s\n", (unsigned long long)count,
+                sa_strerror(err));
         goto out;
     }
     x = sa_block_data(block);
@@ -142,8 +144,7 @@ main(int argc, char **argv)
      *    sa_wait then blocks on a semaphore until the pool's threads are done. sa_run() does
      *    both in one call, with no timeout. */
     started = now_s();
-    err = sa_submit(client, SA_OP_SQUARE, SA_FLOAT64, count, block, block, WAIT_SLICE_NS,
-                    &ticket);
+    err = sa_submit(client, SA_OP_SQUARE, SA_FLOAT64, count, block, block, WAIT_SLICE_NS, &ticket);
     if (err < 0) {
         fprintf(stderr, "c_client: submit failed: %s\n", sa_strerror(err));
         goto out;
@@ -161,8 +162,8 @@ main(int argc, char **argv)
         wrong += x[i] != v * v;
     }
     if (wrong != 0) {
-        fprintf(stderr, "c_client: %llu of %llu results are wrong\n",
-                (unsigned long long)wrong, (unsigned long long)count);
+        fprintf(stderr, "c_client: %llu of %llu results are wrong\n", (unsigned long long)wrong,
+                (unsigned long long)count);
         goto out;
     }
 
@@ -173,8 +174,7 @@ main(int argc, char **argv)
     }
     printf("squared %llu float64 in place on pool '%s' (worker pid %d, %u threads) "
            "in %.3f ms: all correct\n",
-           (unsigned long long)count, pool_name, (int)info.worker_pid, info.threads,
-           elapsed * 1e3);
+           (unsigned long long)count, pool_name, (int)info.worker_pid, info.threads, elapsed * 1e3);
     status = 0;
 
 out:

@@ -62,6 +62,7 @@ const char *sa_strerror(int code);
  * (two's complement, as numpy) without undefined behaviour. It is also evaluated on __int128 to
  * decide whether a Python int result fits in int64 (sa_op_int64_fits). Wire values must stay
  * 1, 2, 3... in order. The expression must not contain a top-level comma. */
+/* clang-format off */
 #define SA_OP_LIST(X, ...) \
     X(DOUBLE, 1, double, (x) * 2, __VA_ARGS__) \
     X(SQUARE, 2, square, (x) * (x), __VA_ARGS__)
@@ -70,6 +71,7 @@ const char *sa_strerror(int code);
 typedef enum sa_op {
     SA_OP_LIST(SA__OP_ENUM, ~) SA_OP__END
 } sa_op;
+/* clang-format on */
 #undef SA__OP_ENUM
 #define SA_OP_MAX (SA_OP__END - 1)
 
@@ -174,6 +176,7 @@ sa_slot_word_gen(uint64_t word)
     return word >> 8;
 }
 
+/* clang-format off */
 typedef struct sa_slot {
     _Atomic uint64_t state;      /* (generation << 8) | sa_slot_state */
     _Atomic uint32_t op;         /* sa_op */
@@ -185,9 +188,10 @@ typedef struct sa_slot {
     _Atomic uint64_t out_offset; /* byte offset of the output; == in_offset and same arena: in place */
     _Atomic int32_t status;      /* written by the worker before DONE: 0 or a negative code */
     _Atomic uint32_t flags;      /* SA_SUBMIT_* of this request */
-    sem_t done; /* process-shared; posted by the worker once per DONE */
+    sem_t done;                  /* process-shared; posted by the worker once per DONE */
     uint8_t reserved1[128 - 56 - sizeof(sem_t)];
 } sa_slot;
+/* clang-format on */
 
 #define SA_SLOTS_PER_CLIENT 64
 
@@ -214,6 +218,7 @@ typedef struct sa_client_area {
     sa_slot slots[SA_SLOTS_PER_CLIENT];
 } sa_client_area;
 
+/* clang-format off */
 typedef struct sa_control {
     uint32_t magic;            /* SA_MAGIC */
     uint32_t version;          /* SA_PROTO_VERSION */
@@ -237,6 +242,7 @@ typedef struct sa_control {
                                      requests at once (pool.c run_kernel) */
     uint8_t reserved1[256 - 96 - sizeof(sem_t)];
 } sa_control;
+/* clang-format on */
 
 _Static_assert(sizeof(sa_slot) == 128, "sa_slot is a wire format");
 _Static_assert(offsetof(sa_slot, done) == 56, "sa_slot layout");
@@ -341,7 +347,7 @@ typedef struct sa_worker_info {
     uint32_t my_in_flight; /* our slots not FREE: claimed, queued, running or abandoned */
     uint32_t reserved;
     double uptime_s;
-    double busy_pct;       /* kernel time / (uptime * threads), in percent */
+    double busy_pct; /* kernel time / (uptime * threads), in percent */
 } sa_worker_info;
 
 /* Starts a private worker (the program at `worker_path`, with `threads` pool threads, 0 for one
@@ -427,7 +433,7 @@ int sa_client_info(sa_client *c, sa_worker_info *info);
 /* One client session of a pool, as the control segment shows it. */
 typedef struct sa_seat_info {
     uint32_t seat;
-    int32_t pid;        /* the client process (SO_PEERCRED at connect) */
+    int32_t pid; /* the client process (SO_PEERCRED at connect) */
     uint64_t requests;
     uint64_t elements;
     uint64_t errors;
@@ -567,8 +573,7 @@ int sa_cancel(sa_client *c, const sa_ticket *ticket);
  *     if (err < 0) {
  *         fprintf(stderr, "%s\n", sa_strerror(err));
  *     } */
-int sa_run(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
-           sa_block *out);
+int sa_run(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in, sa_block *out);
 
 /* The per-user runtime directory for pool sockets ($XDG_RUNTIME_DIR/shmaccel when
  * XDG_RUNTIME_DIR is an absolute path, else /tmp/shmaccel-<uid>), written to buf. With

@@ -394,8 +394,7 @@ int
 sa__client_unusable(sa_client *c)
 {
     int closed = atomic_load(&c->closed);
-    if (atomic_load(&c->forked)
-        || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
+    if (atomic_load(&c->forked) || atomic_load_explicit(&c->area->stopping, memory_order_relaxed)) {
         return SA_ECLOSED;
     }
     if (closed != 0) {

@@ -21,7 +21,7 @@
 #define BLOCK_ALIGN 64
 #define ARENA_MIN_BYTES (16u << 20)
 #define ARENA_GROW_MAX (UINT64_C(1) << 30)
-#define ARENA_CACHE_BYTES (UINT64_C(1) << 30) /* empty arenas kept for reuse; beyond it, */
+#define ARENA_CACHE_BYTES (UINT64_C(1) << 30)     /* empty arenas kept for reuse; beyond it, */
 #define ARENA_IDLE_NS (UINT64_C(2) * 1000000000u) /* those empty this long are released */
 #define ARENA_ROUND (2u << 20)
 

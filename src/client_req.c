@@ -10,7 +10,7 @@
 #include "internal.h"
 
 #define WAIT_SLICE_NS 50000000 /* hang-up checks happen at least this often while blocked */
-#define SPIN_MAX_NS 50000 /* about what a futex sleep and wake-up cost across CPUs */
+#define SPIN_MAX_NS 50000      /* about what a futex sleep and wake-up cost across CPUs */
 #define SPIN_MIN_NS 2000
 
 /* Waits on `sem` until `deadline_ns` (CLOCK_MONOTONIC), in slices, watching for hang-up.
@@ -97,9 +97,8 @@ claim_slot(sa_client *c, int64_t wait_ns)
                 continue;
             }
             uint64_t claimed = sa_slot_word(sa_slot_word_gen(word), SA_SLOT_CLAIMED);
-            if (atomic_compare_exchange_strong_explicit(&slot->state, &word, claimed,
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
+            if (atomic_compare_exchange_strong_explicit(
+                    &slot->state, &word, claimed, memory_order_acquire, memory_order_relaxed)) {
                 sa__cslot *cs = &c->slots[i];
                 /* A slot abandoned while running comes back FREE only once the worker is done
                  * with it: only now may the blocks it used be released. */
@@ -118,15 +117,15 @@ claim_slot(sa_client *c, int64_t wait_ns)
 }
 
 int
-sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
-          sa_block *out, int64_t wait_ns, sa_ticket *ticket)
+sa_submit(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in, sa_block *out,
+          int64_t wait_ns, sa_ticket *ticket)
 {
     return sa_submit_ex(c, op, dtype, count, in, out, wait_ns, 0, ticket);
 }
 
 int
-sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in,
-             sa_block *out, int64_t wait_ns, uint32_t flags, sa_ticket *ticket)
+sa_submit_ex(sa_client *c, uint32_t op, uint32_t dtype, uint64_t count, sa_block *in, sa_block *out,
+             int64_t wait_ns, uint32_t flags, sa_ticket *ticket)
 {
     size_t itemsize = sa_dtype_size(dtype);
     uint64_t nbytes;

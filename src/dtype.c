@@ -7,9 +7,9 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[SA_DTYPE_MAX + 1] = {
-    [SA_INT8] = {"int8", 1},       [SA_INT16] = {"int16", 2},     [SA_INT32] = {"int32", 4},
-    [SA_INT64] = {"int64", 8},     [SA_UINT8] = {"uint8", 1},     [SA_UINT16] = {"uint16", 2},
-    [SA_UINT32] = {"uint32", 4},   [SA_UINT64] = {"uint64", 8},   [SA_FLOAT32] = {"float32", 4},
+    [SA_INT8] = {"int8", 1},       [SA_INT16] = {"int16", 2},   [SA_INT32] = {"int32", 4},
+    [SA_INT64] = {"int64", 8},     [SA_UINT8] = {"uint8", 1},   [SA_UINT16] = {"uint16", 2},
+    [SA_UINT32] = {"uint32", 4},   [SA_UINT64] = {"uint64", 8}, [SA_FLOAT32] = {"float32", 4},
     [SA_FLOAT64] = {"float64", 8},
 };
 

@@ -127,6 +127,7 @@ typedef struct sa__arena {
 } sa__arena;
 
 /* Worker-private state of one client seat (a client area of the control segment). */
+/* clang-format off */
 typedef struct sa__seat {
     atomic_uint jobs;         /* worker-private: jobs of this seat claimed and not yet done */
     atomic_uint next_slot;    /* where the next scan of this seat's slots starts (fairness
@@ -138,9 +139,11 @@ typedef struct sa__seat {
     pthread_mutex_t lock;     /* guards arenas[] */
     sa__arena *arenas[SA__MAX_ARENAS];
 } sa__seat;
+/* clang-format on */
 
 /* A request being executed: a private copy of a slot's fields plus what the worker derived
  * from them. One per slot, reused; a slot never has two jobs at once. */
+/* clang-format off */
 typedef struct sa__job {
     int notify;               /* signal the seat's notify socket on completion */
     atomic_int busy;          /* worker-private: 1 from claim to the last touch in complete().
@@ -159,23 +162,24 @@ typedef struct sa__job {
     atomic_int failed;        /* 0, or the error of a chunk that failed (SA_EFAULT) */
     struct sa__job *next_big; /* in worker.big_jobs, guarded by big_lock */
 } sa__job;
+/* clang-format on */
 
 typedef struct sa__worker {
-    sa_control *ctl;          /* shared; only written by the worker, never trusted when read */
+    sa_control *ctl; /* shared; only written by the worker, never trusted when read */
     size_t ctl_size;
     int ctl_fd;
-    uint32_t max_clients;     /* private copies: never read back from the control segment */
+    uint32_t max_clients; /* private copies: never read back from the control segment */
     uint32_t threads;
     uint64_t max_count;
-    int private_mode;         /* one inherited session; exit when it ends */
+    int private_mode; /* one inherited session; exit when it ends */
     sa__seat *seats;
-    sa__job *jobs;            /* max_clients * SA_SLOTS_PER_CLIENT */
+    sa__job *jobs; /* max_clients * SA_SLOTS_PER_CLIENT */
     pthread_t *tids;
     pthread_mutex_t big_lock;
-    sa__job *big_jobs;        /* jobs with chunks left to hand out */
+    sa__job *big_jobs; /* jobs with chunks left to hand out */
     atomic_uint big_count;
-    atomic_uint rr_cursor;    /* the seat after the last one served: round robin */
-    atomic_int spinner;       /* 1 while a thread spins for new work */
+    atomic_uint rr_cursor; /* the seat after the last one served: round robin */
+    atomic_int spinner;    /* 1 while a thread spins for new work */
     atomic_int stop;
     atomic_uint active_seats[1024 / 32]; /* bitmap of seats with a live session */
 } sa__worker;
@@ -244,7 +248,7 @@ struct sa_block {
 typedef struct sa__cslot {
     sa_block *in, *out; /* references held while the worker may touch the memory */
     uint64_t generation;
-    int abandoned;      /* cancelled while running: refs go when the worker frees the slot */
+    int abandoned; /* cancelled while running: refs go when the worker frees the slot */
 } sa__cslot;
 
 /* Values of sa_client.closed. A session closed once its worker was known dead keeps failing
@@ -252,6 +256,7 @@ typedef struct sa__cslot {
  * calling it, and they must learn that the worker died, not that someone closed the pool. */
 enum { SA__CLOSED = 1, SA__CLOSED_DEAD = 2 };
 
+/* clang-format off */
 struct sa_client {
     int sock;
     _Atomic pid_t child;      /* private worker not yet reaped, or -1 */
@@ -281,6 +286,7 @@ struct sa_client {
     size_t mapped;            /* bytes of all arenas */
     sa__cslot slots[SA_SLOTS_PER_CLIENT];
 };
+/* clang-format on */
 
 /* client.c: receives the worker's HELLO on c->sock (waiting up to 10 s) and checks it and the
  * control segment's header against the segment's fstat size, then maps the segment and fills

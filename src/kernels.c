@@ -54,9 +54,11 @@ DTYPE_LIST(KERNELS_FOR_DTYPE)
 
 #define KERNEL_ENTRY(NAME, N, name, expr, DT, T, W) [SA_OP_##NAME][SA_##DT] = k_##name##_##DT,
 #define ENTRIES_FOR_DTYPE(DT, T, W) SA_OP_LIST(KERNEL_ENTRY, DT, T, W)
+/* clang-format off */
 static const sa__kernel_fn kernels[SA_OP_MAX + 1][SA_DTYPE_MAX + 1] = {
     DTYPE_LIST(ENTRIES_FOR_DTYPE)
 };
+/* clang-format on */
 
 sa__kernel_fn
 sa__kernel(uint32_t op, uint32_t dtype)

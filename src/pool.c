@@ -18,15 +18,17 @@
 
 #include "internal.h"
 
+/* clang-format off */
 #define SPLIT_MIN_BYTES (1u << 20)   /* below this a request runs on one thread */
 #define CHUNK_BYTES (256u << 10)     /* a big request is cut into chunks of this size: the
                                         longest a new request waits for a thread */
-#define SLICE_BYTES (16u << 10)     /* between two slices of a big kernel call a thread looks
+#define SLICE_BYTES (16u << 10)      /* between two slices of a big kernel call a thread looks
                                         for new requests: the longest one waits for a thread
                                         that is busy with a big job (about a microsecond) */
 #define URGENT_CLAIMS 4              /* new requests served between two slices, at most */
 #define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
 #define IDLE_RESCAN_NS 100000000     /* an idle thread looks for work at least this often */
+/* clang-format on */
 
 void
 sa__arena_unref(sa__arena *a)
@@ -273,7 +275,8 @@ prepare(sa__worker *w, sa__job *job, sa_slot *slot)
     r->out_arena = atomic_load_explicit(&slot->out_arena, memory_order_relaxed);
     r->in_offset = atomic_load_explicit(&slot->in_offset, memory_order_relaxed);
     r->out_offset = atomic_load_explicit(&slot->out_offset, memory_order_relaxed);
-    job->notify = (atomic_load_explicit(&slot->flags, memory_order_relaxed) & SA_SUBMIT_NOTIFY) != 0;
+    job->notify =
+        (atomic_load_explicit(&slot->flags, memory_order_relaxed) & SA_SUBMIT_NOTIFY) != 0;
 
     job->in_arena = arena_get(seat, r->in_arena);
     job->out_arena = arena_get(seat, r->out_arena);
@@ -337,8 +340,7 @@ claim_from_seat(sa__worker *w, uint32_t seat_idx)
             continue;
         }
         if (atomic_compare_exchange_strong_explicit(&slot->state, &word, running,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
+                                                    memory_order_acquire, memory_order_relaxed)) {
             atomic_fetch_add_explicit(&w->seats[seat_idx].jobs, 1, memory_order_relaxed);
             atomic_store_explicit(&w->seats[seat_idx].next_slot, i + 1, memory_order_relaxed);
             job->word = running;

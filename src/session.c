@@ -53,8 +53,8 @@ seat_quiet(sa__worker *w, uint32_t s)
         }
         if (state != SA_SLOT_FREE) {
             /* The client is gone; whatever it left (or scribbled) no pool thread owns. */
-            atomic_store(&area->slots[i].state, sa_slot_word(sa_slot_word_gen(word) + 1,
-                                                             SA_SLOT_FREE));
+            atomic_store(&area->slots[i].state,
+                         sa_slot_word(sa_slot_word_gen(word) + 1, SA_SLOT_FREE));
         }
     }
     return 1;

@@ -71,8 +71,8 @@ sa__shm_create(const char *tag, size_t size)
         if ((err = random_u64(&rnd[0])) < 0 || (err = random_u64(&rnd[1])) < 0) {
             return err;
         }
-        snprintf(name, sizeof(name), "/shmaccel-%s-%016llx%016llx", tag,
-                 (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+        snprintf(name, sizeof(name), "/shmaccel-%s-%016llx%016llx", tag, (unsigned long long)rnd[0],
+                 (unsigned long long)rnd[1]);
         fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0 || errno != EEXIST) {
             break;

@@ -47,7 +47,8 @@ sa_request_validate(const sa_request *req, uint64_t in_arena_size, uint64_t out_
     /* Exactly in place is fine; a partial overlap would make the chunked result depend on the
      * order in which threads run, so it is refused. Both ranges are known not to overflow. */
     if (req->in_arena == req->out_arena && req->in_offset != req->out_offset && nbytes > 0) {
-        if (req->in_offset < req->out_offset + nbytes && req->out_offset < req->in_offset + nbytes) {
+        if (req->in_offset < req->out_offset + nbytes
+            && req->out_offset < req->in_offset + nbytes) {
             return SA_EOVERLAP;
         }
     }

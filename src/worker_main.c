@@ -83,8 +83,8 @@ path_problem(const char *path, int want_dir, char *buf, size_t len)
     } else if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISSOCK(st.st_mode)) {
         snprintf(buf, len, "is not a %s", kind);
     } else if (st.st_uid != getuid()) {
-        snprintf(buf, len, "is owned by uid %u, not by uid %u (this process)",
-                 (unsigned)st.st_uid, (unsigned)getuid());
+        snprintf(buf, len, "is owned by uid %u, not by uid %u (this process)", (unsigned)st.st_uid,
+                 (unsigned)getuid());
     } else if (want_dir && (st.st_mode & 0077) != 0) {
         snprintf(buf, len, "has mode %04o: open to other users (it must be 0700)",
                  (unsigned)(st.st_mode & 07777));
@@ -164,10 +164,14 @@ int
 main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"session-fd", required_argument, NULL, 's'}, {"name", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'},    {"max-clients", required_argument, NULL, 'm'},
-        {"max-count", required_argument, NULL, 'c'},  {"ready-fd", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+        {"session-fd", required_argument, NULL, 's'},
+        {"name", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},
+        {"max-clients", required_argument, NULL, 'm'},
+        {"max-count", required_argument, NULL, 'c'},
+        {"ready-fd", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     sa__worker w;
     char sock_path[300] = "";
@@ -274,8 +278,8 @@ main(int argc, char **argv)
         close((int)ready_fd);
     }
     strcpy(listen_path, sock_path);
-    err = sa__serve(&w, listen_fd, w.private_mode ? (int)session_fd : -1, signal_fd,
-                    stop_listening, STOP_GRACE_NS);
+    err = sa__serve(&w, listen_fd, w.private_mode ? (int)session_fd : -1, signal_fd, stop_listening,
+                    STOP_GRACE_NS);
     /* Stopped without a signal (private session ended) or with one: either way the listener
      * goes now, if it is still there. */
     stop_listening(-1);

@@ -12,8 +12,8 @@
 
 #define SLICE_NS 50000000 /* signal checks at least every 50 ms */
 #define COPY_GIL_FREE_BYTES (256 * 1024)
-#define GIL_HELD_WAIT_NS 5000      /* see run_request */
-#define GIL_HELD_MAX_BYTES 65536    /* ... for calls on this much data or less */
+#define GIL_HELD_WAIT_NS 5000    /* see run_request */
+#define GIL_HELD_MAX_BYTES 65536 /* ... for calls on this much data or less */
 
 static shim_state *
 state_of(ClientObject *self)
@@ -124,9 +124,9 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
     if (count * sa_dtype_size(dtype) <= GIL_HELD_MAX_BYTES
         && (err = sa_submit(c, op, dtype, count, in, out, 0, &ticket)) == 0) {
         uint64_t now = now_ns();
-        int64_t held = deadline <= now ? 0
+        int64_t held = deadline <= now                     ? 0
                        : deadline - now < GIL_HELD_WAIT_NS ? (int64_t)(deadline - now)
-                                                            : GIL_HELD_WAIT_NS;
+                                                           : GIL_HELD_WAIT_NS;
         err = sa_wait(c, &ticket, held);
     } else if (err != -ETIMEDOUT) {
         shim_raise(state_of(self), err); /* nothing submitted */
@@ -174,7 +174,9 @@ alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out
     int err;
     for (;;) {
         uint64_t now = now_ns();
-        int64_t wait = deadline == UINT64_MAX ? -1 : now >= deadline ? 0 : (int64_t)(deadline - now);
+        int64_t wait = deadline == UINT64_MAX ? -1
+                       : now >= deadline      ? 0
+                                              : (int64_t)(deadline - now);
         Py_BEGIN_ALLOW_THREADS
         err = sa_block_alloc_wait(self->client, nbytes == 0 ? 1 : nbytes, wait, out);
         Py_END_ALLOW_THREADS
@@ -254,7 +256,8 @@ Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    err = worker != NULL ? sa_client_spawn(worker, threads, &c) : sa_client_connect(socket_path, &c);
+    err =
+        worker != NULL ? sa_client_spawn(worker, threads, &c) : sa_client_connect(socket_path, &c);
     Py_END_ALLOW_THREADS
     if (err < 0) {
         return shim_raise(shim_state_of(type), err);
@@ -324,16 +327,14 @@ Client_info(ClientObject *self, PyObject *unused)
     if ((err = sa_client_info(self->client, &info)) < 0) {
         return shim_raise(state_of(self), err);
     }
-    return Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:d,s:d}", "worker_pid",
-                         (int)info.worker_pid, "threads", info.threads, "clients", info.clients,
-                         "seat", info.seat, "requests", (unsigned long long)info.requests,
-                         "elements", (unsigned long long)info.elements, "errors",
-                         (unsigned long long)info.errors, "client_requests",
-                         (unsigned long long)info.my_requests, "client_elements",
-                         (unsigned long long)info.my_elements, "client_errors",
-                         (unsigned long long)info.my_errors, "client_in_flight",
-                         info.my_in_flight, "uptime_s", info.uptime_s, "busy_pct",
-                         info.busy_pct);
+    return Py_BuildValue(
+        "{s:i,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:d,s:d}", "worker_pid", (int)info.worker_pid,
+        "threads", info.threads, "clients", info.clients, "seat", info.seat, "requests",
+        (unsigned long long)info.requests, "elements", (unsigned long long)info.elements, "errors",
+        (unsigned long long)info.errors, "client_requests", (unsigned long long)info.my_requests,
+        "client_elements", (unsigned long long)info.my_elements, "client_errors",
+        (unsigned long long)info.my_errors, "client_in_flight", info.my_in_flight, "uptime_s",
+        info.uptime_s, "busy_pct", info.busy_pct);
 }
 
 /* ---- blocks ------------------------------------------------------------------------- */
@@ -415,8 +416,7 @@ own_block(ClientObject *self, PyObject *obj)
 }
 
 int
-shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadline,
-                shim_io *io)
+shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadline, shim_io *io)
 {
     Py_buffer sv = {0};
     BlockObject *src_blk = own_block(self, src), *dst_blk = own_block(self, dst);
@@ -554,7 +554,8 @@ fill_int64(int op, PyObject **items, Py_ssize_t n, int64_t *dst)
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(items[i], &overflow);
         if (overflow) {
-            PyErr_Format(PyExc_OverflowError, "element %zd (%R) does not fit in int64", i, items[i]);
+            PyErr_Format(PyExc_OverflowError, "element %zd (%R) does not fit in int64", i,
+                         items[i]);
             return -1;
         }
         if (v == -1 && PyErr_Occurred()) {
@@ -669,8 +670,7 @@ fill_careful(int op, PyObject **fast, shim_list *lp)
 }
 
 int
-shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
-                  shim_list *lp)
+shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline, shim_list *lp)
 {
     PyObject *fast;
 
@@ -752,7 +752,8 @@ Client_run_list(ClientObject *self, PyObject *args)
         return rc < 0 ? NULL : PyList_New(0);
     }
     if (run_request(self, (uint32_t)op, lp.is_float ? SA_FLOAT64 : SA_INT64, (uint64_t)lp.n,
-                    lp.block, lp.block, deadline) == 0) {
+                    lp.block, lp.block, deadline)
+        == 0) {
         result = shim_list_result(&lp);
     }
     shim_list_release(&lp);
@@ -776,12 +777,11 @@ Client_sessions(ClientObject *self, PyObject *unused)
         return NULL;
     }
     for (int i = 0; i < n; i++) {
-        PyObject *d = Py_BuildValue("{s:I,s:i,s:K,s:K,s:K,s:I}", "seat", seats[i].seat, "pid",
-                                    (int)seats[i].pid, "requests",
-                                    (unsigned long long)seats[i].requests, "elements",
-                                    (unsigned long long)seats[i].elements, "errors",
-                                    (unsigned long long)seats[i].errors, "in_flight",
-                                    seats[i].in_flight);
+        PyObject *d =
+            Py_BuildValue("{s:I,s:i,s:K,s:K,s:K,s:I}", "seat", seats[i].seat, "pid",
+                          (int)seats[i].pid, "requests", (unsigned long long)seats[i].requests,
+                          "elements", (unsigned long long)seats[i].elements, "errors",
+                          (unsigned long long)seats[i].errors, "in_flight", seats[i].in_flight);
         if (d == NULL) {
             Py_DECREF(list);
             return NULL;

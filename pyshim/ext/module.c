@@ -53,9 +53,8 @@ shim_raise(shim_state *st, int code)
 }
 
 static const char *const formats[SA_DTYPE_MAX + 1] = {
-    [SA_INT8] = "b",   [SA_INT16] = "h",  [SA_INT32] = "i",   [SA_INT64] = "q",
-    [SA_UINT8] = "B",  [SA_UINT16] = "H", [SA_UINT32] = "I",  [SA_UINT64] = "Q",
-    [SA_FLOAT32] = "f", [SA_FLOAT64] = "d",
+    [SA_INT8] = "b",   [SA_INT16] = "h",  [SA_INT32] = "i",  [SA_INT64] = "q",   [SA_UINT8] = "B",
+    [SA_UINT16] = "H", [SA_UINT32] = "I", [SA_UINT64] = "Q", [SA_FLOAT32] = "f", [SA_FLOAT64] = "d",
 };
 
 const char *
@@ -80,13 +79,24 @@ shim_dtype_of_view(const Py_buffer *view)
         goto unsupported;
     }
     switch (*code) {
-    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n':
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q':
+    case 'n':
         is_signed = 1;
         break;
-    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N':
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
+    case 'N':
         is_signed = 0;
         break;
-    case 'f': case 'd':
+    case 'f':
+    case 'd':
         is_signed = 1;
         is_float = 1;
         break;
@@ -164,7 +174,8 @@ shim_exec(PyObject *m)
                       "    try:\n"
                       "        shmaccel.square(data)\n"
                       "    except shmaccel.Error as e:      # any of shmaccel's own\n"
-                      "        print(e)\n") < 0) {
+                      "        print(e)\n")
+        < 0) {
         return -1;
     }
     if (add_exception(m, &st->WorkerDiedError, "shmaccel.WorkerDiedError", st->Error,
@@ -175,7 +186,8 @@ shim_exec(PyObject *m)
                       "    try:\n"
                       "        pool.square(a, out=a)\n"
                       "    except shmaccel.WorkerDiedError:\n"
-                      "        pool = shmaccel.Pool()  # a may be partly computed\n") < 0
+                      "        pool = shmaccel.Pool()  # a may be partly computed\n")
+            < 0
         || add_exception(m, &st->PoolClosedError, "shmaccel.PoolClosedError", st->Error,
                          "The pool was closed or is stopping.\n\n"
                          "Raised by calls on a Pool after close() (also an inherited Pool in a\n"
@@ -185,7 +197,8 @@ shim_exec(PyObject *m)
                          "    >>> pool.close()\n"
                          "    >>> pool.square([1])\n"
                          "    Traceback (most recent call last):\n"
-                         "    shmaccel.PoolClosedError: the shmaccel pool is closed\n") < 0) {
+                         "    shmaccel.PoolClosedError: the shmaccel pool is closed\n")
+               < 0) {
         return -1;
     }
     bases = PyTuple_Pack(2, st->Error, PyExc_FileNotFoundError);
@@ -198,7 +211,8 @@ shim_exec(PyObject *m)
                          "    try:\n"
                          "        pool = shmaccel.Pool(\"mypool\")\n"
                          "    except shmaccel.PoolNotFoundError:\n"
-                         "        pool = shmaccel.Pool()  # a private one\n") < 0) {
+                         "        pool = shmaccel.Pool()  # a private one\n")
+               < 0) {
         goto out;
     }
     st->BlockType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &shim_block_spec, NULL);

@@ -12,10 +12,10 @@ typedef struct {
     ClientObject *client;
     uint32_t op;
     int state;
-    int error;     /* the code it failed with */
+    int error; /* the code it failed with */
     int is_list;
-    shim_io io;    /* buffers (is_list == 0) */
-    shim_list lp;  /* lists (is_list == 1) */
+    shim_io io;   /* buffers (is_list == 0) */
+    shim_list lp; /* lists (is_list == 1) */
     sa_ticket ticket;
     PyObject *list_result;
 } PendingObject;
@@ -219,7 +219,8 @@ shim_pending_start_list(ClientObject *client, PyObject *args)
         return NULL;
     }
     self->is_list = 1;
-    return pending_begin(self, shim_prepare_list(client, (int)self->op, seq, UINT64_MAX, &self->lp));
+    return pending_begin(self,
+                         shim_prepare_list(client, (int)self->op, seq, UINT64_MAX, &self->lp));
 }
 
 static PyMethodDef Pending_methods[] = {

@@ -63,8 +63,7 @@ int shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t d
 void shim_finish_io(shim_io *io, int success);
 /* client.c: converts a list/tuple (int64, or float64 if any float). Returns 0, 1 when empty,
  * or -1 with TypeError/OverflowError set (TimeoutError: no block by `deadline`). */
-int shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline,
-                      shim_list *lp);
+int shim_prepare_list(ClientObject *self, int op, PyObject *seq, uint64_t deadline, shim_list *lp);
 /* client.c: the computed list; shim_list_release: drops the block. */
 PyObject *shim_list_result(const shim_list *lp);
 void shim_list_release(shim_list *lp);

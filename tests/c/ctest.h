@@ -32,7 +32,9 @@ typedef struct {
     void (*fn)(void);
 } ctest_case;
 
+/* clang-format off */
 #define CTEST_CASE(fn) {#fn, fn}
+/* clang-format on */
 
 /* Runs every case, prints one line each and the closing count; returns the exit status. */
 static inline int

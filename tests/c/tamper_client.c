@@ -213,13 +213,27 @@ hammer_thread(void *arg)
     sa_slot *s = &h->t->area->slots[0];
     while (!atomic_load(&h->stop)) {
         switch (rnd() % 8) {
-        case 0: atomic_store(&s->count, rnd() % 2 ? rnd() : BIG_COUNT * 2); break;
-        case 1: atomic_store(&s->in_offset, rnd() % 2 ? rnd() : ARENA_BYTES - 8); break;
-        case 2: atomic_store(&s->out_offset, rnd() % ARENA_BYTES); break;
-        case 3: atomic_store(&s->dtype, (uint32_t)(rnd() % 12)); break;
-        case 4: atomic_store(&s->op, (uint32_t)(rnd() % 4)); break;
-        case 5: atomic_store(&s->in_arena, (uint32_t)(rnd() % 3)); break;
-        case 6: atomic_store(&s->out_arena, (uint32_t)(rnd() % 3)); break;
+        case 0:
+            atomic_store(&s->count, rnd() % 2 ? rnd() : BIG_COUNT * 2);
+            break;
+        case 1:
+            atomic_store(&s->in_offset, rnd() % 2 ? rnd() : ARENA_BYTES - 8);
+            break;
+        case 2:
+            atomic_store(&s->out_offset, rnd() % ARENA_BYTES);
+            break;
+        case 3:
+            atomic_store(&s->dtype, (uint32_t)(rnd() % 12));
+            break;
+        case 4:
+            atomic_store(&s->op, (uint32_t)(rnd() % 4));
+            break;
+        case 5:
+            atomic_store(&s->in_arena, (uint32_t)(rnd() % 3));
+            break;
+        case 6:
+            atomic_store(&s->out_arena, (uint32_t)(rnd() % 3));
+            break;
         default: {
             uint64_t word = atomic_load(&s->state);
             atomic_store(&s->state, sa_slot_word(sa_slot_word_gen(word), SA_SLOT_SUBMITTED));
@@ -309,8 +323,8 @@ mode_notify(tamperer *t, double seconds)
                          sa_slot_word(sa_slot_word_gen(word) + 1, SA_SLOT_FREE));
         }
     }
-    printf("tamper notify: filled=%zu submitted=%lu done=%lu stuck=%lu\n", filled, submitted,
-           done, stuck);
+    printf("tamper notify: filled=%zu submitted=%lu done=%lu stuck=%lu\n", filled, submitted, done,
+           stuck);
 }
 
 static void
@@ -359,7 +373,8 @@ main(int argc, char **argv)
     int err;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: tamper_client SOCKET_PATH garbage|hammer|posts|notify|truncate SECONDS\n");
+        fprintf(stderr,
+                "usage: tamper_client SOCKET_PATH garbage|hammer|posts|notify|truncate SECONDS\n");
         return 2;
     }
     double seconds = atof(argv[3]);

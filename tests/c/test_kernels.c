@@ -104,12 +104,11 @@ check_kernel(uint32_t op, uint32_t dtype, int in_place)
             memcpy(&got, out + i * size, size);
             __int128 x = is_signed ? (__int128)wrap_signed(raw, bits) : (__int128)raw;
             __int128 r = apply(op, x);
-            uint64_t want = is_signed ? wrap_unsigned(wrap_signed(r, bits), bits)
-                                      : wrap_unsigned(r, bits);
+            uint64_t want =
+                is_signed ? wrap_unsigned(wrap_signed(r, bits), bits) : wrap_unsigned(r, bits);
             if (got != want) {
                 fprintf(stderr, "  %s %s[%zu]: got %llx want %llx\n", sa_op_name(op),
-                        sa_dtype_name(dtype), i, (unsigned long long)got,
-                        (unsigned long long)want);
+                        sa_dtype_name(dtype), i, (unsigned long long)got, (unsigned long long)want);
                 ctest_failed_checks++;
                 return;
             }

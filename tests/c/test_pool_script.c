@@ -59,8 +59,8 @@ kill_pool_and_die(int sig)
 static void
 install_signal_handlers(void)
 {
-    static const int signals[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGINT, SIGTERM,
-                                  SIGALRM};
+    static const int signals[] = {SIGABRT, SIGSEGV, SIGBUS,  SIGFPE,
+                                  SIGILL,  SIGINT,  SIGTERM, SIGALRM};
     static int installed;
 
     if (installed) {

@@ -11,8 +11,13 @@
 static sa_request
 good(void)
 {
-    sa_request r = {.op = SA_OP_SQUARE, .dtype = SA_FLOAT64, .count = 16, .in_arena = 0,
-                    .out_arena = 0, .in_offset = 0, .out_offset = 1024};
+    sa_request r = {.op = SA_OP_SQUARE,
+                    .dtype = SA_FLOAT64,
+                    .count = 16,
+                    .in_arena = 0,
+                    .out_arena = 0,
+                    .in_offset = 0,
+                    .out_offset = 1024};
     return r;
 }
 
@@ -186,10 +191,10 @@ pool_names_are_restricted(void)
     CHECK_EQ(sa_pool_socket_path(".hidden", path, sizeof(path)), -EINVAL);
     CHECK_EQ(sa_pool_socket_path("a/b", path, sizeof(path)), -EINVAL);
     CHECK_EQ(sa_pool_socket_path("x y", path, sizeof(path)), -EINVAL);
-    CHECK_EQ(sa_pool_socket_path(
-                 "a123456789012345678901234567890123456789012345678901234567890123456", path,
-                 sizeof(path)),
-             -EINVAL);
+    CHECK_EQ(
+        sa_pool_socket_path("a123456789012345678901234567890123456789012345678901234567890123456",
+                            path, sizeof(path)),
+        -EINVAL);
 }
 
 CTEST_MAIN("validate", CTEST_CASE(validate_accepts_well_formed_requests),

@@ -37,20 +37,20 @@ const char fuzz_target_name[] = "fuzz_hello";
 
 #define HEADER_AT 33
 #define INPUT_SIZE (HEADER_AT + sizeof(sa_control))
-#define SEGMENT_MAX (UINT64_C(256) << 10)   /* up to 31 seats */
-#define LARGE_MAX (UINT64_C(16) << 20)      /* up to 1024 seats and more */
+#define SEGMENT_MAX (UINT64_C(256) << 10) /* up to 31 seats */
+#define LARGE_MAX (UINT64_C(16) << 20)    /* up to 1024 seats and more */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum attach {
     ATTACH_NONE = 0,
-    ATTACH_SEGMENT = 1,    /* memfd of size % (256 KiB + 1) holding the header bytes */
-    ATTACH_OVERSIZED = 2,  /* memfd of 4 GiB + 1 + size % 1 MiB: must be refused unmapped */
-    ATTACH_RDONLY = 3,     /* the segment, read-only: mapping it fails */
+    ATTACH_SEGMENT = 1,   /* memfd of size % (256 KiB + 1) holding the header bytes */
+    ATTACH_OVERSIZED = 2, /* memfd of 4 GiB + 1 + size % 1 MiB: must be refused unmapped */
+    ATTACH_RDONLY = 3,    /* the segment, read-only: mapping it fails */
     ATTACH_PIPE = 4,
-    ATTACH_TWO = 5,        /* the segment and a second memfd: the client closes the second */
-    ATTACH_DEVZERO = 6,    /* a character device: size 0 */
-    ATTACH_LARGE = 7,      /* the segment, of size % (16 MiB + 1) */
+    ATTACH_TWO = 5,     /* the segment and a second memfd: the client closes the second */
+    ATTACH_DEVZERO = 6, /* a character device: size 0 */
+    ATTACH_LARGE = 7,   /* the segment, of size % (16 MiB + 1) */
 };
 
 #define KIND_MAGIC 0x08u
@@ -216,8 +216,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
         die("socketpair");
     }
-    send_message(pair[1], &msg, (kind & KIND_PARTIAL) ? obj_size % sizeof(msg) : sizeof(msg),
-                 fds, nfds);
+    send_message(pair[1], &msg, (kind & KIND_PARTIAL) ? obj_size % sizeof(msg) : sizeof(msg), fds,
+                 nfds);
     if (kind & KIND_PARTIAL) {
         shutdown(pair[1], SHUT_WR);
     }

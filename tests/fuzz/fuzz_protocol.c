@@ -41,29 +41,29 @@
 const char fuzz_target_name[] = "fuzz_protocol";
 
 #define RECORD_SIZE 33
-#define SMALL_MAX (UINT64_C(1) << 20)   /* allocated memfds: up to 1 MiB */
-#define LARGE_MAX (UINT64_C(16) << 20)  /* ... or up to 16 MiB (kind ATTACH_MEMFD_LARGE) */
+#define SMALL_MAX (UINT64_C(1) << 20)  /* allocated memfds: up to 1 MiB */
+#define LARGE_MAX (UINT64_C(16) << 20) /* ... or up to 16 MiB (kind ATTACH_MEMFD_LARGE) */
 #define MAX_FDS 8
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum attach {
     ATTACH_NONE = 0,
-    ATTACH_MEMFD = 1,         /* fully allocated, size % (1 MiB + 1), 0 included */
-    ATTACH_MEMFD_SPARSE = 2,  /* ftruncate only: any size up to INT64_MAX, nothing allocated */
-    ATTACH_MEMFD_SHRUNK = 3,  /* allocated, then truncated after sending, before the worker looks */
-    ATTACH_MEMFD_RDONLY = 4,  /* allocated, sent as a read-only descriptor */
-    ATTACH_MEMFD_SEALED = 5,  /* allocated, F_SEAL_WRITE: no writable shared mapping */
+    ATTACH_MEMFD = 1,        /* fully allocated, size % (1 MiB + 1), 0 included */
+    ATTACH_MEMFD_SPARSE = 2, /* ftruncate only: any size up to INT64_MAX, nothing allocated */
+    ATTACH_MEMFD_SHRUNK = 3, /* allocated, then truncated after sending, before the worker looks */
+    ATTACH_MEMFD_RDONLY = 4, /* allocated, sent as a read-only descriptor */
+    ATTACH_MEMFD_SEALED = 5, /* allocated, F_SEAL_WRITE: no writable shared mapping */
     ATTACH_EVENTFD = 6,
-    ATTACH_PIPE = 7,          /* the write end (a full pipe blocks writers) */
+    ATTACH_PIPE = 7, /* the write end (a full pipe blocks writers) */
     ATTACH_SOCKET = 8,
-    ATTACH_DEVNULL = 9,       /* a character device */
+    ATTACH_DEVNULL = 9, /* a character device */
     ATTACH_DIRECTORY = 10,
-    ATTACH_TMPFILE = 11,      /* a regular file on disk (O_TMPFILE), allocated */
-    ATTACH_TWO_MEMFDS = 12,   /* the worker keeps the first, closes the second */
-    ATTACH_CONTROL = 13,      /* the worker's own control segment, as a client got it in HELLO */
-    ATTACH_EIGHT_FDS = 14,    /* more than sa__msg_recv has room for: the rest are truncated */
-    ATTACH_MEMFD_LARGE = 15,  /* fully allocated, size % (16 MiB + 1) */
+    ATTACH_TMPFILE = 11,     /* a regular file on disk (O_TMPFILE), allocated */
+    ATTACH_TWO_MEMFDS = 12,  /* the worker keeps the first, closes the second */
+    ATTACH_CONTROL = 13,     /* the worker's own control segment, as a client got it in HELLO */
+    ATTACH_EIGHT_FDS = 14,   /* more than sa__msg_recv has room for: the rest are truncated */
+    ATTACH_MEMFD_LARGE = 15, /* fully allocated, size % (16 MiB + 1) */
 };
 
 #define KIND_MAGIC 0x10u
@@ -320,8 +320,8 @@ handle_and_check(int client, const sa_msg *msg, int fd)
         }
         return 0;
     case SA_MSG_SYNC:
-        if (ret != 0 || nreplies != 1 || replies[0].type != SA_MSG_REPLY
-            || replies[0].status != 0 || replies[0].arg64 != msg->arg64 || after != before) {
+        if (ret != 0 || nreplies != 1 || replies[0].type != SA_MSG_REPLY || replies[0].status != 0
+            || replies[0].arg64 != msg->arg64 || after != before) {
             die("SYNC must get one REPLY echoing it, status 0, and change nothing");
         }
         return 0;

@@ -4,8 +4,9 @@
 validate/: requests for fuzz_validate (valid ones of every op and dtype, and each edge of the
 contract); protocol/: client sessions for fuzz_protocol (every message type, every kind of
 descriptor); hello/: worker greetings for fuzz_hello (valid ones, refusals, each header check).
-The input layouts are described at the top of each tests/fuzz/fuzz_<target>.c. Files are named for what they hold; the script only ever adds or
-rewrites its own seeds (inputs found by fuzzing, kept under other names, are left alone).
+The input layouts are described at the top of each tests/fuzz/fuzz_<target>.c. Files are named
+for what they hold; the script only ever adds or rewrites its own seeds (inputs found by
+fuzzing, kept under other names, are left alone).
 
 Usage: python3 tests/fuzz/make_corpus.py [--out DIR]   (default: tests/fuzz/corpus)
 """
