@@ -65,6 +65,7 @@ from benchlib import (
     power_of_ten,
     process_alive,
     run_c_program,
+    run_progress,
     shm_entries,
     stat_fields,
     summary,
@@ -75,6 +76,8 @@ from benchlib import (
 
 # The sections of a run, in the order they run (--only picks some).
 SECTIONS = ("core", "sizes", "concurrency", "steady")
+# Progress steps of the core section (measure_core's progress.advance calls).
+CORE_STEPS = 8
 
 SMALL_N = 1000
 LIST_N = 10**5
@@ -814,33 +817,33 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
     closed on the way out, and its worker's pid added to `worker_pids` for the leftover
     check."""
     figures, load = results["figures"], results["load"]
-    step = partial(print, file=sys.stderr)
+    progress = run_progress()
+    progress.expect(CORE_STEPS, part="core")
 
-    step("bench: building the C yardsticks")
     programs = build_c_programs(notes)
+    progress.advance("core: C yardsticks built")
     if "pingpong" in programs:
-        step("bench: pingpong")
         with LoadMeter(load, "pingpong"):
             results["pingpong"] = run_c_program(programs["pingpong"], list(plan.pingpong_args),
                                                 notes)
+    progress.advance("core: pingpong")
 
-    step("bench: ProcessPoolExecutor round trip")
     with LoadMeter(load, "process_pool"):
         figures["process_pool_rtt_us"], results["config"]["process_pool_start_method"] = (
             measure_process_pool(plan))
+    progress.advance("core: ProcessPoolExecutor round trip")
 
     x_small = np.random.default_rng(0).random(SMALL_N)
     y_small = np.empty_like(x_small)
-    step("bench: numpy at 1e3")
     with LoadMeter(load, "numpy_small"):
         figures["numpy_small_us"] = time_batches(
             partial(np.multiply, x_small, x_small, out=y_small), plan.small_batches,
             plan.small_calls)
+    progress.advance("core: numpy at 1e3")
 
-    step("bench: Pool(threads=1): blocking round trip (200 us sleep before each call), "
-         "then back to back")
     with LoadMeter(load, "pool_1thread"):
         single = measure_single_thread_pool(shmaccel, plan, x_small, worker_pids)
+    progress.advance("core: Pool(threads=1) round trips, blocking and back to back")
     figures["rtt_blocking_us"] = single["stat"]
     figures["rtt_1thread_us"] = single["back_to_back"]
     results["blocking_single_call_us"] = single["single_call_us"]
@@ -856,14 +859,13 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
         results["pools"]["default_threads"] = pool.threads
         results["pools"]["default_name"] = pool.name
 
-        step("bench: default round trip")
         with LoadMeter(load, "rtt_default"):
             default = measure_default_rtt(shmaccel, plan, x_small, pool.worker_pid)
+        progress.advance("core: default round trip")
         figures["rtt_default_us"] = default["stat"]
         results["contention_default"] = default["contention"]
         results["linger_default_s"] = default["linger_s"]
 
-        step(f"bench: square of {size} float64, with the C limit after each round")
         probe = WorkerProbe(pool.worker_pid, {"shmaccel_sharedarray_out",
                                               "shmaccel_sharedarray_inplace"},
                             BYTES_PER_ELEM * size / 1e9)
@@ -871,10 +873,11 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
             figures.update(measure_big(shmaccel, plan, size, limit=limit, probe=probe,
                                        notes=notes))
         results["big_worker_threads"] = probe.result()
+        progress.advance(f"core: square of {size} float64, with the C limit after each round")
 
-        step("bench: lists")
         with LoadMeter(load, "lists"):
             figures.update(measure_lists(shmaccel, plan))
+        progress.advance("core: lists")
         results["pools"]["default_stats"] = pool.stats()
     results["limit"] = limit.result("all")
     results["limit_1thread"] = limit.result("one")
@@ -886,27 +889,35 @@ def run_sections(shmaccel: Any, args: argparse.Namespace, plan: Plan, *, results
     numpy and the C limit, lists), sizes (every method, dtype and size from 10^3 to 10^8),
     concurrency (1-64 threads, the GIL counter), steady (syscalls, mallocs, RSS over 10^6
     calls). Each adds its own key to `results`."""
-    from bench_concurrency import measure_concurrency
-    from bench_sizes import measure_sizes
-    from bench_steady import measure_steady
+    import bench_concurrency
+    import bench_sizes
+    import bench_steady
 
-    step = partial(print, file=sys.stderr)
     load = results["load"]
+    progress = run_progress()
+    planned = {"core": CORE_STEPS, "sizes": bench_sizes.planned_steps(args.quick),
+               "concurrency": bench_concurrency.planned_steps(args.quick),
+               "steady": bench_steady.STEADY_STEPS}
+    for section in args.sections:  # announced up front, so that the time left means the run
+        progress.expect(planned[section], part=section)
     if "core" in args.sections:
         measure_core(shmaccel, plan, args.size, results=results, notes=notes,
                      worker_pids=worker_pids)
     if "sizes" in args.sections:
-        step("bench: sizes 10^3 - 10^8 x dtypes x methods, with the C limit")
+        progress.note("bench: sizes 10^3 - 10^8 x dtypes x methods, with the C limit")
         with LoadMeter(load, "sizes"):
-            results["sizes"] = measure_sizes(shmaccel, args.quick, notes, build_c_programs(notes))
+            results["sizes"] = bench_sizes.measure_sizes(shmaccel, args.quick, notes,
+                                                         build_c_programs(notes))
     if "concurrency" in args.sections:
-        step("bench: concurrency (1-64 threads) and the GIL counter")
+        progress.note("bench: concurrency (1-64 threads) and the GIL counter")
         with LoadMeter(load, "concurrency"):
-            results["concurrency"] = measure_concurrency(shmaccel, args.quick, notes, load=load)
+            results["concurrency"] = bench_concurrency.measure_concurrency(
+                shmaccel, args.quick, notes, load=load)
     if "steady" in args.sections:
-        step("bench: steady state (syscalls, mallocs, RSS over many small calls)")
+        progress.note("bench: steady state (syscalls, mallocs, RSS over many small calls)")
         with LoadMeter(load, "steady"):
-            results["steady"] = measure_steady(shmaccel, args.quick, notes)
+            results["steady"] = bench_steady.measure_steady(shmaccel, args.quick, notes)
+    progress.close()
 
 
 def our_workers() -> list[int]:

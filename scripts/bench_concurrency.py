@@ -45,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from benchlib import (
     LoadMeter,
     finish_standalone,
     fmt,
     machine_info,
     process_alive,
+    run_progress,
     shm_entries,
     summary,
 )
@@ -63,7 +65,6 @@ GIL_POOL_THREADS = 1
 GIL_SETTLE_S = 0.2  # lets every waiter get its first request queued before the counter starts
 JOIN_TIMEOUT_S = 60.0  # a thread still running this long after its end is a hang
 
-progress = partial(print, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,13 @@ class Case:
                    for out, want in zip(self.outputs, self.expected, strict=True))
 
 
+def planned_steps(quick: bool, cases: int = 2 * len(SIZES) * len(THREAD_COUNTS)) -> int:
+    """Progress steps of the section: every case (two impls at every size and thread count)
+    in every repeat, the diagnostic's repeats, the GIL repeats."""
+    plan = QUICK if quick else FULL
+    return plan.repeats * (cases + 1) + plan.gil_repeats
+
+
 def make_cases(pool: Any) -> list[Case]:
     """Every impl at every thread count and size. Each thread of a case has arrays of its own;
     the cases of one impl and size share them (they never run at the same time)."""
@@ -197,12 +205,12 @@ def measure_threads(shmaccel: Any, plan: Plan, notes: list[str],
         if pool.name is None:  # a named pool ($SHMACCEL_POOL) is not ours to stop
             worker_pids.append(pool.worker_pid)
         cases = make_cases(pool)
+        progress = run_progress()
+        progress.expect(planned_steps(plan is QUICK, len(cases)), part="concurrency")
         for case in cases:  # untimed: page faults, the client's latency estimate, thread start
             run_case(case.calls, min(plan.cell_s, 0.05))
         for repeat in range(plan.repeats):
             for case in cases:
-                progress(f"bench_concurrency: repeat {repeat + 1}/{plan.repeats}: {case.impl}, "
-                         f"{case.threads} threads, n={case.n}")
                 case.reset_outputs()
                 rate, runs = run_case(case.calls, plan.cell_s)
                 case.rates.append(rate)
@@ -217,6 +225,8 @@ def measure_threads(shmaccel: Any, plan: Plan, notes: list[str],
                     case.errors += wrong
                     notes.append(f"{case.impl}, {case.threads} threads, n={case.n}: {wrong} "
                                  "outputs wrong after a repeat")
+                progress.advance(f"concurrency: repeat {repeat + 1}/{plan.repeats}: "
+                                 f"{case.impl}, {case.threads} threads, n={case.n}")
         diagnose_switch_interval(cases, plan, notes)
         # The operands hold the pool's arena (numpy views, SharedArrays in the partials):
         # dropped before the pool closes, so that the arena goes with it.
@@ -238,19 +248,21 @@ def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) ->
     case = next((c for c in cases if (c.impl, c.threads, c.n)
                  == ("shmaccel", max(THREAD_COUNTS), SIZES[0])), None)
     if case is None:
+        run_progress().advance("concurrency: no diagnostic case", plan.repeats)
         return
     before = sys.getswitchinterval()
     sys.setswitchinterval(DIAGNOSTIC_SWITCH_INTERVAL_S)
     try:
         for repeat in range(plan.repeats):
-            progress(f"bench_concurrency: diagnostic {repeat + 1}/{plan.repeats}: shmaccel, "
-                     f"{case.threads} threads, switch interval "
-                     f"{DIAGNOSTIC_SWITCH_INTERVAL_S * 1e3:.0f} ms")
             case.reset_outputs()
             rate, runs = run_case(case.calls, plan.cell_s)
             case.diagnostic_rates.append(rate)
             if any(r.errors for r in runs) or case.wrong_outputs():
                 notes.append("switch-interval diagnostic: calls failed or outputs were wrong")
+            run_progress().advance(
+                f"concurrency: diagnostic {repeat + 1}/{plan.repeats}: shmaccel, "
+                f"{case.threads} threads, switch interval "
+                f"{DIAGNOSTIC_SWITCH_INTERVAL_S * 1e3:.0f} ms")
     finally:
         sys.setswitchinterval(before)
 
@@ -360,8 +372,8 @@ def measure_gil(shmaccel: Any, plan: Plan, notes: list[str], worker_pids: list[i
     during: list[CounterRun] = []
     numpy_during: list[CounterRun] = []
     call = f"square of {plan.gil_n:.0e} float64".replace("e+0", "e")
-    progress(f"bench_concurrency: GIL: {GIL_WAITERS} x {call} on "
-             f"Pool(threads={GIL_POOL_THREADS}), numpy alike")
+    run_progress().note(f"concurrency: GIL: {GIL_WAITERS} x {call} on "
+                        f"Pool(threads={GIL_POOL_THREADS}), numpy alike")
     # One input shared by every thread (only read), one output each: 9 arrays per impl.
     x = np.full(plan.gil_n, 1.5)
     want = 1.5 * 1.5
@@ -373,10 +385,10 @@ def measure_gil(shmaccel: Any, plan: Plan, notes: list[str], worker_pids: list[i
         outs = [pool.zeros(plan.gil_n, "float64") for _ in range(GIL_WAITERS)]
         waits = [partial(pool.square, a, out=b) for b in outs]
         for repeat in range(plan.gil_repeats):
-            progress(f"bench_concurrency: GIL repeat {repeat + 1}/{plan.gil_repeats}")
             solo.append(count_while(plan.gil_s))
             during.append(count_during(waits, plan.gil_s, notes, "shmaccel"))
             numpy_during.append(count_during(numpy_waits, plan.gil_s, notes, "numpy"))
+            run_progress().advance(f"concurrency: GIL repeat {repeat + 1}/{plan.gil_repeats}")
         wrong = sum(not np.all(np.frombuffer(b, dtype=np.float64)[::4099] == want) for b in outs)
         del a, outs, waits
     wrong += sum(not np.all(y[::4099] == want) for y in numpy_outs)

@@ -42,6 +42,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "scripts" / "shmaccel-pool"
@@ -50,8 +51,9 @@ PYSHIM = ROOT / "pyshim"
 
 sys.path.insert(0, str(PYSHIM))
 import shmaccel  # noqa: E402
-from benchlib import machine_info, write_json  # noqa: E402
 from shmaccel._cli import pid_running  # noqa: E402
+
+from benchlib import machine_info, write_json  # noqa: E402
 
 LIGHT_N = 1000
 BYTES_PER_ELEM = 16  # square of float64: 8 read + 8 written
@@ -170,9 +172,11 @@ class Flooder:
         self.seat: int | None = None
 
     def wait_flooding(self) -> None:
-        line = self.proc.stdout.readline()  # the child gives up after FLOOD_READY_S itself
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
+        line = stdout.readline()  # the child gives up after FLOOD_READY_S itself
         if not line.startswith("FLOODING"):
-            rest = self.proc.stdout.read() if self.proc.poll() is not None else ""
+            rest = stdout.read() if self.proc.poll() is not None else ""
             raise RuntimeError(f"the flooder did not start flooding: {line}{rest}".strip())
         self.seat = int(line.split()[1])
 
@@ -182,7 +186,8 @@ class Flooder:
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
-                stream.close()
+                if stream is not None:
+                    stream.close()
 
 
 def wait_for_seats_reclaimed(observer: shmaccel.Pool, timeout: float = 10.0) -> None:
@@ -360,7 +365,7 @@ def main(argv: list[str]) -> int:
     plan = QUICK if args.quick else FULL
     threads = len(os.sched_getaffinity(0))
     started = datetime.now()
-    results = {
+    results: dict[str, Any] = {
         "machine": machine_info(),
         "config": {"quick": args.quick, **asdict(plan), "light_n": LIGHT_N,
                    "pool_threads": threads, "repeats": REPEATS,

@@ -44,6 +44,7 @@ from benchlib import (
     power_of_ten,
     process_alive,
     run_c_program,
+    run_progress,
     shm_entries,
     summary,
     time_batches,
@@ -437,6 +438,11 @@ class LimitRounds:
 
 # -- the sweep ----------------------------------------------------------------------------------
 
+def planned_steps(quick: bool) -> int:
+    """Progress steps of a full sweep (one per size, dtype and op)."""
+    return len((QUICK if quick else FULL).sizes) * len(DTYPES) * len(OPS)
+
+
 def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[str, Path], *,
                   sizes: Sequence[int] | None = None,
                   dtypes: Sequence[str] | None = None) -> dict:
@@ -455,6 +461,8 @@ def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[s
     plan = QUICK if quick else FULL
     sizes = tuple(sizes) if sizes is not None else plan.sizes
     dtypes = tuple(dtypes) if dtypes is not None else DTYPES
+    progress = run_progress()
+    progress.expect(len(sizes) * len(dtypes) * len(OPS), part="sizes")
     cores = len(os.sched_getaffinity(0))
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -491,7 +499,7 @@ def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[s
               "slow_repeats": SLOW_REPEATS, "list_max_n": LIST_MAX_N,
               "process_min_n": PROCESS_MIN_N, "process_max_n": PROCESS_MAX_N,
               "limit_min_n": LIMIT_MIN_N, "numexpr": getattr(numexpr, "__version__", None)}
-    step = partial(print, file=sys.stderr)
+    step = progress.note
 
     def add(method: str, op: str, dtype: str, n: int, stat: dict) -> None:
         label, kind = METHODS[method]
@@ -520,6 +528,8 @@ def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[s
                                   f", MemAvailable is {available / 2**30:.1f} GiB")
                         notes.append(f"left out {reason}")
                         skip("*", reason)
+                        progress.advance(f"sizes: left out {power_of_ten(n)} {dtype}",
+                                         len(OPS))
                         continue
                     measure_cell_group(shmaccel, pool, pools, numexpr, limit, n, dtype, plan,
                                        notes, skip, add_all)
@@ -538,7 +548,6 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
     x = make_input(n, dtype)
     for op in OPS:
         cell = f"{op} of {size} {dtype}"
-        print(f"sizes: {cell}", file=sys.stderr)
         expected = x * x if op == "square" else x * 2
         variants = array_variants(pool, op, x, numexpr)
         rounds = (LimitRounds(limit, n, dtype, op, plan, notes)
@@ -575,6 +584,7 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
             for method in ("c_limit_inplace", "c_limit_out", "c_memcpy"):
                 skip(method, f"below {power_of_ten(LIMIT_MIN_N)} elements: limit.c's "
                      "spin-barrier hand-off outweighs the work (see the notes)")
+        run_progress().advance(f"sizes: {cell}")
 
 
 # -- the report ---------------------------------------------------------------------------------

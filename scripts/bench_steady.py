@@ -51,6 +51,7 @@ from benchlib import (
     machine_info,
     process_alive,
     run_c_program,
+    run_progress,
     shm_entries,
 )
 
@@ -94,7 +95,7 @@ SUMMARY_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+
 
 
 def log(message: str) -> None:
-    print(f"bench_steady: {message}", file=sys.stderr)
+    run_progress().note(f"steady: {message}")
 
 
 def power_of_ten(n: int) -> str:
@@ -466,15 +467,22 @@ def measure_rss(shmaccel: Any, calls: int) -> tuple[dict, int]:
 
 # -- the whole measurement --------------------------------------------------------------------
 
+STEADY_STEPS = 3  # progress steps: RSS, mallocs, syscalls
+
+
 def measure_steady(shmaccel: Any, quick: bool, notes: list[str]) -> dict:
     """The three measurements of the steady state (see the module's docstring), as
     {"calls", "strace", "malloc", "rss_kb"}. Every pool and worker it starts is gone on
     return; failures of a part become notes (and an empty or None part)."""
     calls = QUICK_CALLS if quick else FULL_CALLS
-    log(f"RSS over {calls} calls")
+    progress = run_progress()
+    progress.expect(STEADY_STEPS, part="steady")
     rss, worker_pid = measure_rss(shmaccel, calls)
+    progress.advance(f"steady: RSS over {calls} calls")
     malloc = measure_malloc(shmaccel, calls, notes)
+    progress.advance(f"steady: mallocs over {calls} calls")
     syscalls = measure_syscalls(shmaccel, quick, notes)
+    progress.advance("steady: syscalls (strace -c)")
     if process_alive(worker_pid):
         notes.append(f"the RSS pool's worker {worker_pid} still runs after close")
     return {"calls": calls, "strace": syscalls, "malloc": malloc, "rss_kb": rss}

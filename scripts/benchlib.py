@@ -1,8 +1,8 @@
-"""What the benchmark scripts share: where things are, statistics and timing loops, the C
-yardsticks' build and run, what the machine was doing (LoadMeter), a description of the
-machine a run measured, number formatting, and how results are written. bench.py and its
-sections (bench_sizes, bench_concurrency, bench_steady) import from here, never from each
-other."""
+"""What the benchmark scripts share: where things are, the run's progress, statistics and
+timing loops, the C yardsticks' build and run, what the machine was doing (LoadMeter), a
+description of the machine a run measured, number formatting, and how results are written.
+bench.py and its sections (bench_sizes, bench_concurrency, bench_steady) import from here,
+never from each other."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from progress import Progress
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SRC = ROOT / "bench"
 BENCH_BUILD = ROOT / "build" / "bench"
@@ -34,6 +36,20 @@ C_FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Wall", "-Wextra"]
 
 # bench/ programs that link the C library, built by their own section (bench_steady.py).
 SEPARATELY_BUILT = {"steady"}
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+_progress: Progress | None = None
+
+
+def run_progress() -> Progress:
+    """The run's one Progress (a bar, or plain lines in a log), made on first use: bench.py
+    and each section add their steps to it (expect) and count them off (advance)."""
+    global _progress
+    if _progress is None:
+        _progress = Progress("bench")
+    return _progress
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -223,6 +239,7 @@ class LoadMeter:
         self.sink, self.section = sink, section
 
     def __enter__(self) -> LoadMeter:
+        self.start: tuple[float, ...] | None
         try:
             self.start = (time.perf_counter(), *_system_cpu_seconds(), _tree_cpu_seconds())
         except OSError:
@@ -318,6 +335,7 @@ def finish_standalone(results: dict, notes: list[str], *, kind: str, title: str,
     "machine" entry), the JSON written to `path` (default:
     bench/results/<kind>-<host>-<YYYYMMDD-HHMMSS>.json), then the title, the body, the notes
     and where the results went, printed."""
+    run_progress().close()
     new_shm = sorted(shm_entries() - shm_before)
     if new_shm:
         notes.append(f"new /dev/shm entries after the run (ours or another program's): {new_shm}")

@@ -8,13 +8,16 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import shmaccel
+
+from progress import Progress
 
 try:
     import numpy as np
 except ImportError:  # numpy is optional for shmaccel and for this demo
-    np = None
+    np = None  # type: ignore[assignment]
 
 N = 10**7
 
@@ -81,18 +84,24 @@ def main() -> int:
           f"({100 * during / solo:.0f} %) while the main thread calls square() back to back")
 
     print(f"\nTime for square of {N:,} float64 (median of 5)")
-    rows = [("shmaccel, SharedArray, out=", best_of(lambda: shmaccel.square(data, out=out))),
-            ("shmaccel, SharedArray, in place", best_of(lambda: shmaccel.square(out, out=out)))]
+    timed: list[tuple[str, Callable[[], object], int, float]] = [
+        ("shmaccel, SharedArray, out=", lambda: shmaccel.square(data, out=out), 5, 1.0),
+        ("shmaccel, SharedArray, in place", lambda: shmaccel.square(out, out=out), 5, 1.0)]
     if np is not None:
         x = np.arange(N, dtype=np.float64)
         y = np.empty_like(x)
-        rows.append(("numpy  np.multiply(x, x, out=y)", best_of(lambda: np.multiply(x, x, out=y))))
-        rows.append(("shmaccel on a numpy array (copy in)", best_of(lambda: shmaccel.square(x))))
+        timed.append(("numpy  np.multiply(x, x, out=y)", lambda: np.multiply(x, x, out=y), 5, 1.0))
+        timed.append(("shmaccel on a numpy array (copy in)", lambda: shmaccel.square(x), 5, 1.0))
     else:
         print("  (numpy not installed: its row is skipped; pip install numpy)")
     sample = list(range(10**6))
-    loop = best_of(lambda: [v * v for v in sample], repeats=3) * (N / 10**6)
-    rows.append(("plain Python loop (10^6, scaled x10)", loop))
+    timed.append(("plain Python loop (10^6, scaled x10)", lambda: [v * v for v in sample], 3,
+                  N / 10**6))
+    rows = []
+    with Progress("timing", total=len(timed), log_lines=False) as progress:
+        for label, call, repeats, scale in timed:
+            rows.append((label, best_of(call, repeats) * scale))
+            progress.advance(label.strip())
     base = rows[0][1]
     for label, secs in rows:
         print(f"  {label:<38} {secs * 1e3:9.2f} ms   {secs / base:7.2f}x")

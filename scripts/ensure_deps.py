@@ -17,6 +17,7 @@ TEST_REQUIRED = {
     "mypy": "mypy",
     "dask": "dask[array,distributed]",
     "distributed": "dask[array,distributed]",
+    "tqdm": "tqdm",
 }
 BENCH_REQUIRED = {"numpy": "numpy"}
 BENCH_OPTIONAL = {"numexpr": "numexpr", "matplotlib": "matplotlib", "tqdm": "tqdm"}

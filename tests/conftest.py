@@ -45,7 +45,8 @@ if not SESSION_TAG.startswith(f"{os.getpid()}-"):
 # The default pool must be a private worker of this process: tests kill and stop it.
 os.environ.pop("SHMACCEL_POOL", None)
 
-import shmaccel
+# Not at the top: found through the sys.path entry above, with the environment set.
+import shmaccel  # noqa: E402
 
 WORKER_PROGRAM = "shmaccel-worker"
 DEV_SHM = Path("/dev/shm")
@@ -307,7 +308,7 @@ def make_case(dt, op, n, seed):
     if block_len:
         if block_len >= len(specials):
             positions = rng.sample(range(block_len), len(specials))
-            for pos, v in zip(positions, specials):
+            for pos, v in zip(positions, specials, strict=True):
                 values[pos] = v
         else:
             for pos in range(block_len):

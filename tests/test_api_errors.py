@@ -5,6 +5,7 @@ import array
 import re
 
 import pytest
+
 import shmaccel
 
 from conftest import DTYPE_BY_NAME, DTYPES, OPS, assert_matches, make_case

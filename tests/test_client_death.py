@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import shm_entries, stopped, wait_until, worker_alive

@@ -4,6 +4,7 @@ a million, new output, in place (out=data) and into a separate out=, in each con
 import array
 
 import pytest
+
 import shmaccel
 
 from conftest import (

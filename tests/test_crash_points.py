@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import PYSHIM, ROOT, session_workers, stopped, wait_until, worker_alive

@@ -37,7 +37,10 @@ else:
 sys.stdin.readline()  # the parent has resumed the worker
 assert double([1, 2, 3]) == [2, 4, 6]
 assert square(data).tolist() == expected
-fresh = shmaccel.zeros(3000, "float64") if sys.argv[1] != "private" else shmaccel.zeros(3000, "float64", pool=pool)
+if sys.argv[1] != "private":
+    fresh = shmaccel.zeros(3000, "float64")
+else:
+    fresh = shmaccel.zeros(3000, "float64", pool=pool)
 assert square(data, out=fresh).tolist() == expected
 print("OK", flush=True)
 """

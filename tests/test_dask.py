@@ -10,17 +10,8 @@ import os
 
 import pytest
 
-INSTALL = 'pip install "dask[array,distributed]"'
-np = pytest.importorskip("numpy", reason="shmaccel.dask needs numpy")
-da = pytest.importorskip(
-    "dask.array", reason=f"dask.array is not installed ({INSTALL})"
-)
-distributed = pytest.importorskip(
-    "distributed", reason=f"dask.distributed is not installed ({INSTALL})"
-)
-
 import shmaccel
-import shmaccel.dask
+
 from conftest import (
     DTYPE_BY_NAME,
     DTYPE_NAMES,
@@ -34,6 +25,18 @@ from conftest import (
     shm_entries,
     wait_until,
 )
+
+INSTALL = 'pip install "dask[array,distributed]"'
+np = pytest.importorskip("numpy", reason="shmaccel.dask needs numpy")
+da = pytest.importorskip(
+    "dask.array", reason=f"dask.array is not installed ({INSTALL})"
+)
+distributed = pytest.importorskip(
+    "distributed", reason=f"dask.distributed is not installed ({INSTALL})"
+)
+
+# Not at the top: without dask it raises ImportError, and the module is to be skipped instead.
+import shmaccel.dask  # noqa: E402
 
 N = 10**7
 BLOCKS = 8

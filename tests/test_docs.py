@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 import shmaccel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -197,7 +197,7 @@ def test_eight_processes_of_sixteen_threads_get_every_mixed_call_right(
         summaries.append(fields(line))
 
     calls = THREADS_PER_CLIENT * CALLS_PER_THREAD
-    for child, summary in zip(clients, summaries):
+    for child, summary in zip(clients, summaries, strict=True):
         assert summary["calls"] == summary["correct"] == calls, child.transcript()
         assert summary["wrong"] == summary["errors"] == summary["client_errors"] == 0
         # The worker counted exactly this client's calls on its seat: none lost or repeated.

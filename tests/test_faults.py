@@ -30,7 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
 import shmaccel
+
 from conftest import (
     ROOT,
     all_procs,
@@ -155,7 +157,9 @@ def to_dtype(value, dtype):
 
 def random_value(rng, dtype):
     if dtype == "float64":
-        return rng.uniform(-1e6, 1e6) if rng.random() < 0.7 else rng.uniform(-1, 1) * 10.0 ** rng.randint(-150, 150)
+        if rng.random() < 0.7:
+            return rng.uniform(-1e6, 1e6)
+        return rng.uniform(-1, 1) * 10.0 ** rng.randint(-150, 150)
     if dtype == "float32":
         return rng.uniform(-1000.0, 1000.0)
     bits = array.array(TYPECODES[dtype]).itemsize * 8
@@ -339,7 +343,8 @@ stop.set()
 stop_at = time.monotonic()
 for t in threads:
     t.join(max(0.0, stop_at + 60 - time.monotonic()))
-hung = [time.monotonic() - current[tid] for tid, t in enumerate(threads) if t.is_alive() and tid in current]
+hung = [time.monotonic() - current[tid] for tid, t in enumerate(threads)
+        if t.is_alive() and tid in current]
 if hung:
     import faulthandler
     faulthandler.dump_traceback(sys.stdout)
@@ -658,8 +663,8 @@ for dtype, n in (("float64", 1000), ("int32", 100_000), ("float64", 400_000), ("
     source = tiled(blocks[dtype][0], 0, n * itemsize)
     shared = pool.empty(n, dtype)
     memoryview(shared).cast("B")[:] = source
-    cases.append((dtype, n, shared, pool.empty(n, dtype), source,
-                  {op: tiled(blocks[dtype][1][op], 0, n * itemsize) for op in ("square", "double")}))
+    results = {op: tiled(blocks[dtype][1][op], 0, n * itemsize) for op in ("square", "double")}
+    cases.append((dtype, n, shared, pool.empty(n, dtype), source, results))
 int_list = [r.randint(-3 * 10**9, 3 * 10**9) for _ in range(2000)]
 stop = threading.Event()
 calls, errors, longest = [0], [], [0.0]
@@ -1017,7 +1022,7 @@ def test_stopped_worker_times_out_calls_at_their_deadline_and_never_runs_them_af
                 other += 1
         # The worker runs again: whatever it would wrongly do, it does now.
         time.sleep(0.3)
-        ran_anyway += sum(1 for a, v in zip(arrays, values) if not holds(a, v))
+        ran_anyway += sum(1 for a, v in zip(arrays, values, strict=True) if not holds(a, v))
         ran_anyway += pool.stats()["client_requests"] - before
         calls, wrong = reuse_every_slot(pool, 10_000 * (cycle + 1))
         reuse_calls += calls

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import shmaccel
+
 from conftest import stopped, wait_until
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import busy_array, stopped

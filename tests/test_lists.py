@@ -6,6 +6,7 @@ import random
 import re
 
 import pytest
+
 import shmaccel
 
 from conftest import INT64, OPS, reference_list

@@ -6,6 +6,7 @@ import re
 import zlib
 
 import pytest
+
 import shmaccel
 
 from conftest import DTYPE_NAMES, OPS

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import shmaccel
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(

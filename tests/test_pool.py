@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import (

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import shmaccel
+
 from conftest import ROOT, child_env, pid_exists, runtime_dir, unique_name, wait_until
 
 CLI = ROOT / "scripts" / "shmaccel-pool"
@@ -31,9 +32,10 @@ def pool_name(tmp_path):
     result = cli("status", name, "--json")
     if result.returncode == 0:
         for row in json.loads(result.stdout):
+            pid = row["worker_pid"]
             with contextlib.suppress(ProcessLookupError):
-                os.kill(row["worker_pid"], signal.SIGKILL)
-            wait_until(lambda: not pid_exists(row["worker_pid"]), 5)
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: not pid_exists(pid), 5)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 

@@ -21,6 +21,7 @@ import textwrap
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import (

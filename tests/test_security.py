@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 import shmaccel
+
 from conftest import ROOT, child_env, unique_name, wait_until, worker_alive, worker_path
 
 pytestmark = pytest.mark.skipif(
@@ -214,10 +216,16 @@ def fd_links(pid):
     return links
 
 
+def is_shared_memory(path):
+    """POSIX shm or memfd, but not a glibc named semaphore (/dev/shm/sem.*): shmaccel has
+    none (its semaphores live inside its segments), while multiprocessing locks made earlier
+    in the test process (dask's LocalCluster makes some) stay mapped in it."""
+    return path.startswith(("/dev/shm/", "/memfd:")) and not path.startswith("/dev/shm/sem.")
+
+
 def shared_memory_fds(pid):
     """{fd: link} of the descriptors of pid that are shared memory (POSIX shm or memfd)."""
-    return {fd: link for fd, link in fd_links(pid).items()
-            if link.startswith(("/dev/shm/", "/memfd:"))}
+    return {fd: link for fd, link in fd_links(pid).items() if is_shared_memory(link)}
 
 
 def shared_memory_maps(pid):
@@ -225,7 +233,7 @@ def shared_memory_maps(pid):
     found = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split(maxsplit=5)
-        if len(parts) == 6 and parts[5].startswith(("/dev/shm/", "/memfd:")):
+        if len(parts) == 6 and is_shared_memory(parts[5]):
             found.append((parts[0], parts[5]))
     return found
 

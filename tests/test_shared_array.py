@@ -6,6 +6,7 @@ import ctypes
 import os
 
 import pytest
+
 import shmaccel
 
 from conftest import DTYPE_BY_NAME, DTYPE_NAMES, DTYPES, make_case, shm_entries

@@ -6,8 +6,9 @@ pool serves new clients afterwards.
 The abuses: garbage over its slots and seat fields; valid big requests whose fields a second
 thread rewrites while the worker runs them; semaphores posted without cause (its own and every
 other seat's); a completion socket whose buffer it filled and made blocking (pool threads
-signal it and must never wait on it); and its arena truncated to 0 under a running request, which makes the worker's
-kernel touch pages that no longer exist (SIGBUS: the request must fail alone, with SA_EFAULT).
+signal it and must never wait on it); and its arena truncated to 0 under a running request,
+which makes the worker's kernel touch pages that no longer exist (SIGBUS: the request must fail
+alone, with SA_EFAULT).
 """
 
 import subprocess

@@ -47,7 +47,7 @@ def build_cases(rng):
     should be picked (small calls often, the largest rarely)."""
     int64, float64 = DTYPE_BY_NAME["int64"], DTYPE_BY_NAME["float64"]
     cases, weights = [], []
-    for size, weight in zip(SIZES, SIZE_WEIGHTS):
+    for size, weight in zip(SIZES, SIZE_WEIGHTS, strict=True):
         ints = [rng.randint(-3_000_000_000, 3_000_000_000) for _ in range(size)]
         floats = [rng.uniform(-1e6, 1e6) for _ in range(size)]
         arrays = {

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import stopped

@@ -20,7 +20,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 import shmaccel
+
 from conftest import PYSHIM, ROOT, child_env
 
 STUB = PYSHIM / "shmaccel" / "__init__.pyi"
@@ -260,32 +262,38 @@ def is_public(name: str) -> bool:
     return not name.startswith("_") or name == "__version__"
 
 
-def stub_parameters(defs: list[ast.stmt]) -> list[tuple[str, inspect._ParameterKind, bool]]:
+Parameters = list[tuple[str, inspect._ParameterKind, bool]]
+
+
+def stub_parameters(defs: list[ast.stmt]) -> Parameters:
     """[(name, kind, has a default)] of a stub function: its overloads must agree on names and
     kinds; a parameter has a default if any overload gives it one."""
     signatures = []
+    name = ""
     for node in defs:
         assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        name = node.name
         args = node.args
         positional = args.posonlyargs + args.args
         first_default = len(positional) - len(args.defaults)
-        params = [(arg.arg, inspect.Parameter.POSITIONAL_ONLY if i < len(args.posonlyargs)
-                   else inspect.Parameter.POSITIONAL_OR_KEYWORD, i >= first_default)
-                  for i, arg in enumerate(positional)]
+        params: Parameters = [
+            (arg.arg, inspect.Parameter.POSITIONAL_ONLY if i < len(args.posonlyargs)
+             else inspect.Parameter.POSITIONAL_OR_KEYWORD, i >= first_default)
+            for i, arg in enumerate(positional)]
         if args.vararg:
             params.append((args.vararg.arg, inspect.Parameter.VAR_POSITIONAL, False))
         params += [(arg.arg, inspect.Parameter.KEYWORD_ONLY, default is not None)
-                   for arg, default in zip(args.kwonlyargs, args.kw_defaults)]
+                   for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
         if args.kwarg:
             params.append((args.kwarg.arg, inspect.Parameter.VAR_KEYWORD, False))
         signatures.append(params)
     shapes = {tuple((name, kind) for name, kind, _ in params) for params in signatures}
-    assert len(shapes) == 1, f"overloads of {defs[0].name} disagree on parameters: {shapes}"
-    return [(name, kind, any(sig[i][2] for sig in signatures))
-            for i, (name, kind, _) in enumerate(signatures[0])]
+    assert len(shapes) == 1, f"overloads of {name} disagree on parameters: {shapes}"
+    return [(param, kind, any(sig[i][2] for sig in signatures))
+            for i, (param, kind, _) in enumerate(signatures[0])]
 
 
-def runtime_parameters(func) -> list[tuple[str, inspect._ParameterKind, bool]]:
+def runtime_parameters(func) -> Parameters:
     return [(p.name, p.kind, p.default is not p.empty)
             for p in inspect.signature(func).parameters.values()]
 

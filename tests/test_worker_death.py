@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 import shmaccel
 
 from conftest import (
@@ -156,7 +157,8 @@ def test_all_requests_in_flight_fail_when_worker_is_killed(make_pool):
     outputs = [shmaccel.zeros(50, "int32", pool=pool) for _ in range(10)]
     pid = pool.worker_pid
     with stopped(pid):
-        futures = [pool.submit("double", a, out=o) for a, o in zip(inputs, outputs)]
+        futures = [pool.submit("double", a, out=o)
+                   for a, o in zip(inputs, outputs, strict=True)]
         time.sleep(0.2)
         assert not any(f.done() for f in futures), (
             "requests finished on a stopped worker"

@@ -17,12 +17,13 @@ import os
 import threading
 from typing import Any
 
+from . import _shmaccel
 from ._array import DTYPES, SharedArray
 from ._errors import Error, PoolClosedError, PoolNotFoundError, WorkerDiedError
 from ._pool import OPS, Pool
 from ._worker import worker_path
 
-from ._shmaccel import C_VERSION as __version__  # the one version: SA_VERSION_STRING, shmaccel.h
+__version__: str = _shmaccel.C_VERSION  # the one version: SA_VERSION_STRING, shmaccel.h
 
 __all__ = [
     "DTYPES", "OPS", "Error", "Pool", "PoolClosedError", "PoolNotFoundError", "SharedArray",

@@ -28,7 +28,8 @@ def main() -> int:
     print(f"CPUs:    {cpu_count()} (a private pool's default thread count)")
     try:
         names = live_pools()
-    except (Error, Refused) as e:  # a runtime directory that is not ours: say so, as shmaccel-pool does
+    except (Error, Refused) as e:
+        # A runtime directory that is not ours: say so, as shmaccel-pool does.
         print(f"pools:   cannot look: {e}")
         return 1
     if not names:
@@ -42,7 +43,8 @@ def main() -> int:
             print(f"  {name}: {e}")
             continue
         print(f"  {name}: worker pid {s['worker_pid']}, {s['threads']} threads, "
-              f"{s['clients']} clients, {s['requests']} requests, up {format_uptime(s['uptime_s'])}")
+              f"{s['clients']} clients, {s['requests']} requests, "
+              f"up {format_uptime(s['uptime_s'])}")
     return status
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from . import _shmaccel
@@ -72,16 +73,16 @@ class SharedArray(_shmaccel.SharedBlock):
 
     __slots__ = ()
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         return memoryview(self)[index]
 
-    def __setitem__(self, index, value) -> None:
+    def __setitem__(self, index: Any, value: Any) -> None:
         memoryview(self)[index] = value
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(memoryview(self).tolist())
 
-    def tolist(self) -> list:
+    def tolist(self) -> list[Any]:
         """Return the elements as a new list of Python ints or floats. Raises nothing.
 
         >>> shmaccel.array([1.5, 2.0]).tolist()

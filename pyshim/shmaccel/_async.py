@@ -18,7 +18,8 @@ import sys
 import threading
 import traceback
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TICK_S = 0.1
 
@@ -39,9 +40,9 @@ class Dispatcher:
         self._client = client
         self._fd: int = client.notify_fd()
         self._lock = threading.Lock()
-        self._queued: collections.deque = collections.deque()  # (pending, deliver)
+        self._queued: collections.deque[tuple[Any, Deliver]] = collections.deque()
         self._in_flight: dict[int, tuple[Any, Deliver]] = {}
-        self._loops: weakref.WeakSet = weakref.WeakSet()
+        self._loops: weakref.WeakSet[Any] = weakref.WeakSet()  # asyncio loops
         self._stopping = False
         # The worker holds the other end: end of file means it is gone (or dropped the
         # session). From then on the socket is readable for ever, so nobody may wait on it.
@@ -101,7 +102,7 @@ class Dispatcher:
                 loop.call_soon_threadsafe(loop.remove_reader, self._fd)
             except RuntimeError:  # a closed loop has no readers left
                 pass
-        self._client.dead  # polls the session socket: a dead worker fails the waits
+        _ = self._client.dead  # polls the session socket: a dead worker fails the waits
 
     def service(self) -> None:
         """Settle every finished request and submit queued ones as slots free up.
@@ -111,7 +112,7 @@ class Dispatcher:
         callback, not to the caller. Example: loop.add_reader(fd, dispatcher.service)
         """
         self._drain()
-        finished = []
+        finished: list[tuple[Deliver, Any, BaseException | None]] = []
         with self._lock:
             for key, (pending, deliver) in list(self._in_flight.items()):
                 try:
@@ -147,7 +148,7 @@ class Dispatcher:
             if self._stopping:
                 break
             if not readable and (self._in_flight or self._queued):
-                self._client.dead  # polls the session socket: a dead worker fails the waits
+                _ = self._client.dead  # polls the session socket: a dead worker fails the waits
             if readable or self._in_flight or self._queued:
                 self.service()
         if self._thread_closes_wake:

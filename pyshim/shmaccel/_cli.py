@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ def live_pools() -> list[str]:
     return names
 
 
-def pool_status(name: str, pool: Any = None) -> dict:
+def pool_status(name: str, pool: Any = None) -> dict[str, Any]:
     """The figures of pool `name` (Pool.stats()), without the session asking for them; through
     `pool` when given (an open Pool of that name, kept by --watch between refreshes), else
     through a session opened and closed for this one look."""
@@ -278,18 +279,20 @@ def status_names(args: argparse.Namespace) -> list[str]:
     return live_pools()
 
 
-def print_status(rows: list[dict], one: bool, rates: dict[str, tuple[float, float]] | None) -> None:
+def print_status(rows: list[dict[str, Any]], one: bool,
+                 rates: dict[str, tuple[float, float]] | None) -> None:
     """The status table; with `rates` (requests/s and elements/s by pool name, from --watch)
     two more columns."""
-    header = ("NAME", "PID", "THREADS", "CLIENTS", "REQUESTS", "ELEMENTS", "ERRORS", "BUSY%",
-              "UPTIME")
+    header: tuple[str, ...] = ("NAME", "PID", "THREADS", "CLIENTS", "REQUESTS", "ELEMENTS",
+                               "ERRORS", "BUSY%", "UPTIME")
     if rates is not None:
         header += ("REQ/S", "ELEM/S")
     table = [header]
     for r in rows:
-        line = (r["name"], str(r["worker_pid"]), str(r["threads"]), str(r["clients"]),
-                str(r["requests"]), str(r["elements"]), str(r["errors"]),
-                f"{r['busy_pct']:.1f}", format_uptime(r["uptime_s"]))
+        line: tuple[str, ...] = (
+            r["name"], str(r["worker_pid"]), str(r["threads"]), str(r["clients"]),
+            str(r["requests"]), str(r["elements"]), str(r["errors"]), f"{r['busy_pct']:.1f}",
+            format_uptime(r["uptime_s"]))
         if rates is not None:
             per_s = rates.get(r["name"])
             line += (f"{per_s[0]:.0f}", f"{per_s[1]:.3g}") if per_s else ("-", "-")
@@ -388,7 +391,7 @@ def watch_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(table: list) -> None:
+def print_table(table: Sequence[Sequence[str]]) -> None:
     """Prints rows of strings as left-aligned columns; raises nothing.
 
     >>> print_table([("NAME", "PID"), ("mypool", "18317")])
@@ -397,7 +400,7 @@ def print_table(table: list) -> None:
     """
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -459,7 +462,8 @@ def parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="start a named pool in the background")
     start.add_argument("name")
     start.add_argument("--threads", type=up_to_worker_limit, help="pool threads (default: CPUs)")
-    start.add_argument("--max-clients", type=up_to_worker_limit, help="client sessions (default 64)")
+    start.add_argument("--max-clients", type=up_to_worker_limit,
+                       help="client sessions (default 64)")
     start.add_argument("--log", help="log file (default: <runtime dir>/<name>.log)")
     start.add_argument("--foreground", action="store_true", help="run in this terminal")
     start.set_defaults(func=cmd_start)
@@ -491,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        command: Callable[[argparse.Namespace], int] = args.func
+        return command(args)
     except UsageError as e:
         print(f"shmaccel-pool: {e}", file=sys.stderr)
         return 2

@@ -10,18 +10,19 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from . import _shmaccel
-from ._async import Dispatcher
 from ._array import TYPECODES, SharedArray, dtype_name
+from ._async import Deliver, Dispatcher
 from ._errors import PoolNotFoundError
 from ._worker import worker_path
 
 OPS: tuple[str, ...] = _shmaccel.OPS
 
-_live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
 def _deadline(timeout: Any) -> float | None:
@@ -29,7 +30,8 @@ def _deadline(timeout: Any) -> float | None:
     if timeout is None:
         return None
     if not (hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")):
-        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
     secs = float(timeout)
     if not secs >= 0:
         raise ValueError("timeout must be None or a number >= 0")
@@ -54,9 +56,9 @@ class Pool:
     """A session with a shmaccel worker pool: the kernels, memory in its arena, its figures.
 
     Pool() starts a private worker process with `threads` pool threads (default: one per
-    CPU this process may run on, shmaccel.cpu_count()) that exits when the pool is closed or this process ends, however it ends
-    (even by kill -9). Pool("name") attaches to the named pool started by
-    `shmaccel-pool start name` (threads= is then ignored: the pool has its own).
+    CPU this process may run on, shmaccel.cpu_count()) that exits when the pool is closed or
+    this process ends, however it ends (even by kill -9). Pool("name") attaches to the named
+    pool started by `shmaccel-pool start name` (threads= is then ignored: the pool has its own).
 
     Attributes: name (None for a private pool), threads, worker_pid, closed. A Pool is a
     context manager that closes it on exit, and may be used from any number of threads. In
@@ -174,7 +176,7 @@ class Pool:
         return make(None)
 
     def _plan(self, op: str, data: Any, out: Any,
-              timeout: float | None = None) -> tuple[str, Any, Any, Callable]:
+              timeout: float | None = None) -> tuple[str, Any, Any, Callable[[Any], Any]]:
         """How to compute op(data): ("list", seq, None, make) or ("buffer", src, dst, make),
         where make(list_or_None) builds the result once the worker is done. Memory for the
         result is allocated within `timeout` (a stopped worker may have to accept a new arena)."""
@@ -212,13 +214,15 @@ class Pool:
                 f"or buffer, not {type(data).__name__}"
             ) from None
         if not view.c_contiguous:
-            view = memoryview(view.tobytes()).cast("B").cast(view.format, view.shape)
+            flat = memoryview(view.tobytes()).cast("B")
+            # typeshed types cast() for literal formats only; this one is known at run time.
+            view = flat.cast(view.format, view.shape)  # type: ignore[call-overload]
         if out is None:
             out = client.alloc(SharedArray, view.nbytes // view.itemsize, _shmaccel.dtype_of(view),
                                False, timeout)
         return "buffer", view, out, lambda _: out
 
-    def _start(self, op: str, data: Any, out: Any, settle: Callable) -> Any:
+    def _start(self, op: str, data: Any, out: Any, settle: Deliver) -> Any:
         """Starts op(data) in the background; settle(result, error) is called once."""
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}: use one of {', '.join(OPS)}")
@@ -248,7 +252,7 @@ class Pool:
                 self._completions = Dispatcher(self._client)
             return self._completions
 
-    def submit(self, op: str, data: Any, *, out: Any = None) -> Future:
+    def submit(self, op: str, data: Any, *, out: Any = None) -> Future[Any]:
         """Start `op` on `data` and return a concurrent.futures.Future of its result.
 
         It returns at once: the request is submitted when the session has a free slot (64 per
@@ -264,7 +268,7 @@ class Pool:
         >>> [f.result() for f in futures]
         [[0], [1], [4]]
         """
-        future: Future = Future()
+        future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
 
         def settle(value: Any, error: BaseException | None) -> None:
@@ -337,7 +341,7 @@ class Pool:
         """
         return await self.arun("double", data, out=out)
 
-    def map(self, op: str, iterable: Any) -> list:
+    def map(self, op: str, iterable: Any) -> list[Any]:
         """Apply `op` to each item of `iterable`, all in flight at once; return the results
         as a list, in order.
 
@@ -404,16 +408,18 @@ class Pool:
         name = src_dtype if dtype is None else dtype_name(dtype)
         count = view.nbytes // view.itemsize
         if name != src_dtype:
-            return self.array(view.tolist() if view.ndim <= 1 else view.cast("B").cast(
-                view.format).tolist(), name)
+            if view.ndim > 1:  # (a run-time format: typeshed's cast() takes literal ones only)
+                view = view.cast("B").cast(view.format)  # type: ignore[call-overload]
+            return self.array(view.tolist(), name)
         result = self.empty(count, name)
         if count:
-            memoryview(result).cast("B")[:] = view.cast("B") if view.c_contiguous else view.tobytes()
+            data = view.cast("B") if view.c_contiguous else view.tobytes()
+            memoryview(result).cast("B")[:] = data
         return result
 
     # -- life cycle -------------------------------------------------------------------------
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Return a dict of the pool's figures, read from shared memory (a snapshot).
 
         Pool-wide: worker_pid, threads, clients (attached sessions), requests (completed),
@@ -464,7 +470,7 @@ class Pool:
         if completions is not None:
             completions.close()  # requests still in flight fail with PoolClosedError
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         """Return the pool itself: `with shmaccel.Pool() as pool: ...`."""
         return self
 
@@ -483,17 +489,19 @@ class Pool:
         self._lock = threading.Lock()
 
 
-def _store_list(values: list, out: Any) -> Any:
+def _store_list(values: list[Any], out: Any) -> Any:
     view = memoryview(out)
     if view.readonly:
         raise TypeError(f"out must be writable; {type(out).__name__} is read-only")
     name = _shmaccel.dtype_of(view)
     if view.nbytes // view.itemsize != len(values):
-        raise ValueError(f"out has {view.nbytes // view.itemsize} elements, the input {len(values)}")
+        raise ValueError(
+            f"out has {view.nbytes // view.itemsize} elements, the input {len(values)}")
     want = "float64" if any(isinstance(v, float) for v in values) else "int64"
     if name != want:
         raise ValueError(f"out must be {want} for this list, not {name}")
-    view.cast("B").cast(TYPECODES[want])[:] = array.array(TYPECODES[want], values)
+    code = TYPECODES[want]  # a str: typeshed types cast() for literal formats only
+    view.cast("B").cast(code)[:] = array.array(code, values)  # type: ignore[call-overload]
     return out
 
 
