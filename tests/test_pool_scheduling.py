@@ -13,6 +13,7 @@ import pytest
 
 STALL_MS = 4000
 HANG_CHECK_S = 1.5
+CHUNK_STALL_MS = 300
 BIG_ELEMENTS = 40_000_000  # 320 MB of float64: tens of milliseconds of work for one thread
 
 
@@ -36,8 +37,17 @@ def test_next_call_in_a_slot_is_served_while_the_thread_of_the_last_one_is_stall
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_small_calls_complete_while_a_big_call_keeps_the_pool_threads_busy(make_pool, threads):
+def test_small_calls_complete_while_a_big_call_keeps_the_pool_threads_busy(
+        make_pool, monkeypatch, threads):
+    if threads == 2:
+        # The big call's two threads would keep both CPUs of a 2-CPU machine busy, and a
+        # loaded machine could then leave this (third) thread no CPU before the call ends
+        # (CI saw 0 calls served). So the first thread to finish a chunk of it stalls there
+        # for 300 ms, holding the call open as a preemption could: the other thread, its
+        # chunks done, must serve the small calls meanwhile, and there is a free CPU.
+        monkeypatch.setenv("SHMACCEL_FAULT", f"worker-chunk-done:sleep={CHUNK_STALL_MS}")
     pool = make_pool(threads=threads)
+    monkeypatch.delenv("SHMACCEL_FAULT", raising=False)
     big = pool.zeros(BIG_ELEMENTS, "float64")
     big[0] = 3.0
     big[BIG_ELEMENTS - 1] = -2.0

@@ -12,7 +12,9 @@
 
 #define SLICE_NS 50000000 /* signal checks at least every 50 ms */
 #define COPY_GIL_FREE_BYTES (256 * 1024)
-#define GIL_HELD_WAIT_NS 5000    /* see run_request */
+#ifndef GIL_HELD_WAIT_NS      /* -D for experiments (scripts/bench_concurrency.py notes) */
+#define GIL_HELD_WAIT_NS 5000 /* see run_request */
+#endif
 #define GIL_HELD_MAX_BYTES 65536 /* ... for calls on this much data or less */
 
 static shim_state *
