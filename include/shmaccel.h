@@ -22,6 +22,8 @@ extern "C" {
 
 /* Most pool threads a worker runs (--threads, sa_client_spawn, Pool(threads=)). */
 #define SA_MAX_THREADS 1024
+/* Most client sessions a pool seats at once (--max-clients). */
+#define SA_MAX_CLIENTS 1024
 
 /* ---------------------------------------------------------------------------------------------
  * Errors. Every function that can fail returns 0 (or a non-negative value) on success and a

@@ -893,13 +893,28 @@ def run_sections(shmaccel: Any, args: argparse.Namespace, plan: Plan, *, results
     import bench_sizes
     import bench_steady
 
-    load = results["load"]
     progress = run_progress()
     planned = {"core": CORE_STEPS, "sizes": bench_sizes.planned_steps(args.quick),
                "concurrency": bench_concurrency.planned_steps(args.quick),
                "steady": bench_steady.STEADY_STEPS}
     for section in args.sections:  # announced up front, so that the time left means the run
         progress.expect(planned[section], part=section)
+    try:
+        run_planned_sections(shmaccel, args, plan, results=results, notes=notes,
+                             worker_pids=worker_pids)
+    finally:
+        progress.close()  # also on Ctrl-C or an error: the terminal line is left clean
+
+
+def run_planned_sections(shmaccel: Any, args: argparse.Namespace, plan: Plan, *,
+                         results: dict, notes: list[str], worker_pids: list[int]) -> None:
+    """run_sections' body: each section picked by --only, in order."""
+    import bench_concurrency
+    import bench_sizes
+    import bench_steady
+
+    load = results["load"]
+    progress = run_progress()
     if "core" in args.sections:
         measure_core(shmaccel, plan, args.size, results=results, notes=notes,
                      worker_pids=worker_pids)
@@ -917,7 +932,6 @@ def run_sections(shmaccel: Any, args: argparse.Namespace, plan: Plan, *, results
         progress.note("bench: steady state (syscalls, mallocs, RSS over many small calls)")
         with LoadMeter(load, "steady"):
             results["steady"] = bench_steady.measure_steady(shmaccel, args.quick, notes)
-    progress.close()
 
 
 def our_workers() -> list[int]:

@@ -13,7 +13,6 @@ import platform
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -133,7 +132,7 @@ def build_c_programs(notes: list[str]) -> dict[str, Path]:
             if compiler_missing:
                 continue
             command = [cc, *C_FLAGS, "-o", str(program), str(source)]
-            print(f"  building {program.relative_to(ROOT)}: {' '.join(command)}", file=sys.stderr)
+            run_progress().note(f"  building {program.relative_to(ROOT)}: {' '.join(command)}")
             try:
                 result = subprocess.run(command, check=False, capture_output=True, text=True)
             except OSError as e:

@@ -181,7 +181,7 @@ typedef struct sa__worker {
     atomic_uint rr_cursor; /* the seat after the last one served: round robin */
     atomic_int spinner;    /* 1 while a thread spins for new work */
     atomic_int stop;
-    atomic_uint active_seats[1024 / 32]; /* bitmap of seats with a live session */
+    atomic_uint active_seats[SA_MAX_CLIENTS / 32]; /* bitmap of seats with a live session */
 } sa__worker;
 
 /* worker_state.c: allocates the seats and jobs of a worker whose max_clients, threads and

@@ -200,7 +200,7 @@ main(int argc, char **argv)
             w.threads = (uint32_t)v;
             break;
         case 'm':
-            err = parse_u64(optarg, 1, 1024, &v);
+            err = parse_u64(optarg, 1, SA_MAX_CLIENTS, &v);
             w.max_clients = (uint32_t)v;
             break;
         case 'c':

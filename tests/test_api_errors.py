@@ -198,6 +198,15 @@ def test_pool_threads_out_of_range_are_refused_before_a_worker_starts(threads, e
         shmaccel.Pool(threads=threads)
 
 
+@pytest.mark.parametrize("threads", [-1, 1025, 2**32 + 1, 2**64])
+def test_extension_client_refuses_thread_counts_it_cannot_pass_on(threads):
+    # The C type below Pool: 2**32 + 1 used to wrap silently to 1 thread.
+    from shmaccel import _shmaccel
+
+    with pytest.raises((ValueError, OverflowError)):
+        _shmaccel.Client(worker=shmaccel.worker_path(), threads=threads)
+
+
 def test_errors_do_not_disturb_later_calls():
     for bad in (["a"], [2**63], 12):
         with pytest.raises((TypeError, OverflowError)):

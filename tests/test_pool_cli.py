@@ -211,8 +211,11 @@ def test_futures_settle_when_stop_has_to_kill_the_pool(pool_name, tmp_path):
     worker dies, which must not hide the hang-up from the waiting requests."""
     start(pool_name, tmp_path, "--threads", "1")
     pool = shmaccel.Pool(pool_name)
-    data = pool.zeros(20_000_000)  # ~30 ms a call: 60 of them cannot finish in 0.2 s
+    data = pool.zeros(20_000_000)
     futures = [pool.submit("square", data, out=data) for _ in range(60)]
+    # Stopped, the worker cannot finish them in 0.2 s however fast this machine is (a faster
+    # one once finished all 60 calls in time, and the stop was a graceful one).
+    os.kill(pool.worker_pid, signal.SIGSTOP)
     result = cli("stop", pool_name, "--timeout", "0.2")
     assert "killed" in result.stderr
     for future in futures:

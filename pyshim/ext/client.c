@@ -16,6 +16,7 @@
 #define GIL_HELD_WAIT_NS 5000 /* see run_request */
 #endif
 #define GIL_HELD_MAX_BYTES 65536 /* ... for calls on this much data or less */
+#define OUT_BUFFER_FLAGS (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) /* out= */
 
 static shim_state *
 state_of(ClientObject *self)
@@ -211,11 +212,12 @@ copy_bytes(void *dst, const void *src, size_t n)
 /* Replaces the error of a failed writable, C-contiguous buffer request on `dst` by the one
  * shmaccel documents, whatever the exporter raised (memoryview: BufferError, numpy:
  * ValueError): TypeError when dst is read-only, ValueError when it is not C-contiguous. Any
- * other error (no buffer protocol at all: TypeError) is left as it is. */
+ * other error (no buffer protocol at all: TypeError; an exporter refusing for its own reason)
+ * is left as the exporter raised it. */
 static void
 explain_bad_out(PyObject *dst)
 {
-    Py_buffer probe;
+    Py_buffer probe, again;
 
     if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_ValueError)) {
         return;
@@ -227,9 +229,14 @@ explain_bad_out(PyObject *dst)
     if (probe.readonly) {
         PyErr_Format(PyExc_TypeError, "out must be a writable buffer; %.100s is read-only",
                      Py_TYPE(dst)->tp_name);
-    } else {
+    } else if (!PyBuffer_IsContiguous(&probe, 'C')) {
         PyErr_SetString(PyExc_ValueError, "out must be C-contiguous");
-    }
+    } else if (PyObject_GetBuffer(dst, &again, OUT_BUFFER_FLAGS) == 0) {
+        /* It accepts the request now: whatever it refused for is gone. */
+        PyBuffer_Release(&again);
+        PyErr_Format(PyExc_BufferError,
+                     "%.100s refused a writable buffer for out=", Py_TYPE(dst)->tp_name);
+    } /* else: the exporter's own error, raised again by the same request */
     PyBuffer_Release(&probe);
 }
 
@@ -240,12 +247,12 @@ Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"worker", "socket", "threads", NULL};
     const char *worker = NULL, *socket_path = NULL;
-    unsigned int threads = 0;
+    Py_ssize_t threads = 0;
     sa_client *c = NULL;
     ClientObject *self;
     int err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$zzI:Client", kwlist, &worker, &socket_path,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$zzn:Client", kwlist, &worker, &socket_path,
                                      &threads)) {
         return NULL;
     }
@@ -253,13 +260,13 @@ Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Client() takes exactly one of worker= or socket=");
         return NULL;
     }
-    if (threads > SA_MAX_THREADS) {
-        PyErr_Format(PyExc_ValueError, "threads must be at most %d", SA_MAX_THREADS);
+    if (threads < 0 || threads > SA_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be 0 (one per CPU) to %d", SA_MAX_THREADS);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    err =
-        worker != NULL ? sa_client_spawn(worker, threads, &c) : sa_client_connect(socket_path, &c);
+    err = worker != NULL ? sa_client_spawn(worker, (unsigned)threads, &c)
+                         : sa_client_connect(socket_path, &c);
     Py_END_ALLOW_THREADS
     if (err < 0) {
         return shim_raise(shim_state_of(type), err);
@@ -444,8 +451,7 @@ shim_prepare_io(ClientObject *self, PyObject *src, PyObject *dst, uint64_t deadl
         dst_dtype = dst_blk->dtype;
         dst_count = dst_blk->count;
     } else {
-        if (PyObject_GetBuffer(dst, &io->dst, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
-            < 0) {
+        if (PyObject_GetBuffer(dst, &io->dst, OUT_BUFFER_FLAGS) < 0) {
             explain_bad_out(dst);
             goto out;
         }

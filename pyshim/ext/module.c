@@ -243,7 +243,8 @@ shim_exec(PyObject *m)
     }
     if (PyModule_AddObjectRef(m, "DTYPES", names) < 0
         || PyModule_AddStringConstant(m, "C_VERSION", SA_VERSION_STRING) < 0
-        || PyModule_AddIntConstant(m, "MAX_THREADS", SA_MAX_THREADS) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_THREADS", SA_MAX_THREADS) < 0
+        || PyModule_AddIntConstant(m, "MAX_CLIENTS", SA_MAX_CLIENTS) < 0) {
         goto out;
     }
     rc = 0;

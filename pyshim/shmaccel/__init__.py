@@ -179,10 +179,10 @@ def array(obj: Any, dtype: Any = None, *, pool: Pool | None = None) -> SharedArr
 def cpu_count() -> int:
     """Return the number of CPUs this process may run on (its sched_getaffinity set).
 
-    A private pool started without threads= gets one thread per *online* CPU instead
-    (decided by the worker), which is more when the process is pinned to fewer CPUs (taskset,
-    a cpuset); pass threads=shmaccel.cpu_count() to match. Raises nothing in practice
-    (OSError from sched_getaffinity only).
+    It is also how many threads a pool started without threads= runs (the worker counts the
+    CPUs it may run on the same way, at most 1024): a process pinned with taskset or a cpuset
+    gets one thread per CPU it can use. Raises nothing in practice (OSError from
+    sched_getaffinity only).
 
     >>> pool = shmaccel.Pool(threads=shmaccel.cpu_count())
     >>> pool.threads == shmaccel.cpu_count()

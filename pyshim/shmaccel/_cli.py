@@ -423,17 +423,21 @@ def positive_int(text: str) -> int:
     return value
 
 
-def up_to_worker_limit(text: str) -> int:
-    """argparse type for --threads and --max-clients: an int from 1 to 1024 (the worker's
-    limit for both), else ArgumentTypeError (exit status 2, before any worker starts).
+def up_to(limit: int) -> Callable[[str], int]:
+    """argparse type: an int from 1 to `limit` (a worker limit: --threads, --max-clients),
+    else ArgumentTypeError (exit status 2, before any worker starts).
 
-    >>> up_to_worker_limit("4")
+    >>> up_to(1024)("4")
     4
     """
-    value = positive_int(text)
-    if value > _shmaccel.MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be at most {_shmaccel.MAX_THREADS}")
-    return value
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}")
+        return value
+
+    return parse
 
 
 def positive_float(text: str) -> float:
@@ -461,8 +465,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start a named pool in the background")
     start.add_argument("name")
-    start.add_argument("--threads", type=up_to_worker_limit, help="pool threads (default: CPUs)")
-    start.add_argument("--max-clients", type=up_to_worker_limit,
+    start.add_argument("--threads", type=up_to(_shmaccel.MAX_THREADS),
+                       help="pool threads (default: CPUs)")
+    start.add_argument("--max-clients", type=up_to(_shmaccel.MAX_CLIENTS),
                        help="client sessions (default 64)")
     start.add_argument("--log", help="log file (default: <runtime dir>/<name>.log)")
     start.add_argument("--foreground", action="store_true", help="run in this terminal")

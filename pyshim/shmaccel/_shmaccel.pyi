@@ -13,6 +13,7 @@ OPS: Final[tuple[str, ...]]  # the kernel names, in op-number order
 DTYPES: Final[tuple[str, ...]]  # "int8" ... "float64", in dtype-number order
 C_VERSION: Final[str]  # SA_VERSION_STRING of include/shmaccel.h
 MAX_THREADS: Final[int]  # SA_MAX_THREADS
+MAX_CLIENTS: Final[int]  # SA_MAX_CLIENTS
 
 # A timeout: None (no limit) or seconds >= 0 (the C side takes any number).
 _Timeout = float | None
