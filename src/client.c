@@ -457,12 +457,9 @@ sa_client_info(sa_client *c, sa_worker_info *info)
         double busy = (double)atomic_load_explicit(&c->ctl->busy_ns, memory_order_relaxed) / 1e9;
         info->busy_pct = 100.0 * busy / (info->uptime_s * c->threads);
     }
-    if (!sa__client_check_alive(c)) {
-        return 0;
-    }
-    /* A pool stopped by its owner is closed, as calls on it say, not dead. */
-    return atomic_load_explicit(&c->area->stopping, memory_order_relaxed) ? SA_ECLOSED
-                                                                          : SA_EWORKERDIED;
+    /* Once the worker is gone, the verdict calls get: closed for a pool that was stopped,
+     * else dead. */
+    return sa__client_check_alive(c) ? sa__client_unusable(c) : 0;
 }
 
 int

@@ -151,13 +151,10 @@ static uint32_t
 default_threads(void)
 {
     cpu_set_t set;
-    int n;
+    long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                          : sysconf(_SC_NPROCESSORS_ONLN);
 
-    if (sched_getaffinity(0, sizeof(set), &set) == 0 && (n = CPU_COUNT(&set)) > 0) {
-        return n > SA_MAX_THREADS ? SA_MAX_THREADS : (uint32_t)n;
-    }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    return ncpu > 0 && ncpu <= SA_MAX_THREADS ? (uint32_t)ncpu : ncpu > 0 ? SA_MAX_THREADS : 1;
+    return n < 1 ? 1 : n > SA_MAX_THREADS ? SA_MAX_THREADS : (uint32_t)n;
 }
 
 int

@@ -1,5 +1,6 @@
 /* test_client.c -- the C client against real worker processes: results, concurrency, big
  * split requests, tampered slots, cancellation, worker death, named pools. */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -303,6 +304,15 @@ private_worker_exits_when_client_closes(void)
 }
 
 static void
+spawn_refuses_thread_counts_above_the_limit(void)
+{
+    sa_client *c = NULL;
+    CHECK_EQ(sa_client_spawn(worker(), SA_MAX_THREADS + 1, &c), -EINVAL);
+    CHECK_EQ(sa_client_spawn(worker(), UINT_MAX, &c), -EINVAL);
+    CHECK(c == NULL); /* *out untouched, no worker started */
+}
+
+static void
 named_pool_serves_two_clients(void)
 {
     char name[64], path[512];
@@ -453,6 +463,7 @@ CTEST_MAIN("client", CTEST_CASE(client_runs_every_op_and_dtype),
            CTEST_CASE(cancelled_request_never_completes_a_later_one),
            CTEST_CASE(worker_death_is_reported_not_hung),
            CTEST_CASE(private_worker_exits_when_client_closes),
+           CTEST_CASE(spawn_refuses_thread_counts_above_the_limit),
            CTEST_CASE(named_pool_serves_two_clients),
            CTEST_CASE(worker_survives_resubmission_of_a_running_slot),
            CTEST_CASE(half_a_message_does_not_stall_the_pool))
