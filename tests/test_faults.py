@@ -359,6 +359,12 @@ for attempt in range(2):
     except shmaccel.WorkerDiedError:
         pass
 final_pid = shmaccel.default_pool().worker_pid
+if final == [1, 4, 9]:
+    # A right result on the worker after the last kill too, however long its start took
+    # (the load may have stopped before any call of its threads came back on it).
+    ended = time.monotonic()
+    span = served.setdefault(final_pid, [ended, ended])
+    span[0], span[1] = min(span[0], ended), max(span[1], ended)
 warm = random.Random(-1 - index)  # the same calls as before READY
 for _ in range(40):
     one_call(shmaccel.default_pool(), warm)

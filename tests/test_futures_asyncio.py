@@ -95,7 +95,12 @@ def test_asyncio_loop_stays_responsive_while_awaiting_a_stopped_worker(pool):
         tick_task = asyncio.create_task(ticker(stop))
         with stopped(pool.worker_pid):
             call = asyncio.ensure_future(pool.asquare([5.0]))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.05)  # the call is submitted, and waits
+            # Counted while it waits, rather than over a fixed time: a loaded machine may
+            # leave this thread without a CPU for longer than a few ticks take.
+            first = ticks
+            while ticks <= first + 20:
+                await asyncio.sleep(0.01)
             assert not call.done()
         result = await asyncio.wait_for(call, 10)
         stop.set()

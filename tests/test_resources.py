@@ -326,12 +326,30 @@ CLOCK_CHILD = r"""
 import os, signal, threading, time
 import shmaccel
 
+
+def all_threads_stopped(pid):
+    # kill() returns before every thread of the worker has stopped, and one still running
+    # could take the call below and finish it. Stopped under strace reads "t" (ptrace stop).
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue  # the thread has just exited
+        if state not in (b"T", b"t"):
+            return False
+    return True
+
+
 pool = shmaccel.Pool(threads=2)
 a = shmaccel.zeros(3_000_000, pool=pool)  # 24 MB: the client sleeps while it computes
 for _ in range(3):
     pool.square(a, out=a, timeout=10)  # timed
     pool.square(a, out=a)              # blocking
 os.kill(pool.worker_pid, signal.SIGSTOP)
+deadline = time.monotonic() + 20
+while not all_threads_stopped(pool.worker_pid) and time.monotonic() < deadline:
+    time.sleep(0.001)
 try:
     pool.double(a, out=a, timeout=0.2)  # a wait that times out
 except TimeoutError:

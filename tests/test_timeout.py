@@ -11,7 +11,11 @@ import pytest
 
 import shmaccel
 
-from conftest import stopped
+from conftest import stopped, wait_until
+
+# How long the first thread to finish a chunk of a big call stalls there (SHMACCEL_FAULT):
+# far longer than this process could be kept off its CPU.
+STALL_MS = 2000
 
 
 @pytest.mark.parametrize("timeout", [0, 0.05, 0.3])
@@ -55,8 +59,13 @@ def test_in_place_call_with_out_times_out_and_later_calls_are_right(make_pool):
     assert fresh.tolist() == [v * v for v in range(100)]
 
 
-def test_huge_call_times_out_long_before_it_could_finish(make_pool):
+def test_huge_call_times_out_long_before_it_could_finish(make_pool, monkeypatch):
+    # The call could finish before its 0.1 ms are up if this thread lost its CPU to the
+    # worker's threads for the tens of milliseconds they need (a loaded 2-CPU machine does
+    # that). So the first thread to finish a chunk of it stalls there, holding it open.
+    monkeypatch.setenv("SHMACCEL_FAULT", f"worker-chunk-done:sleep={STALL_MS}")
     pool = make_pool()
+    monkeypatch.delenv("SHMACCEL_FAULT")
     big = shmaccel.zeros(20_000_000, "float64", pool=pool)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -66,8 +75,13 @@ def test_huge_call_times_out_long_before_it_could_finish(make_pool):
     assert pool.square(shmaccel.array([1.5, -2.0], pool=pool)).tolist() == [2.25, 4.0]
 
 
-def test_late_completion_of_timed_out_call_does_not_corrupt_later_results(make_pool):
+def test_late_completion_of_timed_out_call_does_not_corrupt_later_results(
+        make_pool, monkeypatch):
+    # As above: the big call stalls after its first chunk, so it certainly times out, and
+    # completes late, while the calls below reuse the session.
+    monkeypatch.setenv("SHMACCEL_FAULT", f"worker-chunk-done:sleep={STALL_MS}")
     pool = make_pool()
+    monkeypatch.delenv("SHMACCEL_FAULT")
     big = shmaccel.array(array.array("d", [3.0]) * 20_000_000, pool=pool)
     with pytest.raises(TimeoutError):
         pool.square(
@@ -80,7 +94,8 @@ def test_late_completion_of_timed_out_call_does_not_corrupt_later_results(make_p
     # Let the abandoned request finish, then look again: nothing may have changed.
     squared = pool.square(big, timeout=60)
     assert (squared[0], squared[len(squared) // 2], squared[-1]) == (9.0, 9.0, 9.0)
-    time.sleep(0.2)
+    # Its slot is freed once the worker has completed it.
+    assert wait_until(lambda: pool.stats()["client_in_flight"] == 0, 30)
     for k, result in results:
         assert result.tolist() == [2.0 * k] * 1000, f"result {k} was overwritten"
     assert (big[0], big[-1]) == (3.0, 3.0), "input of the timed-out call was modified"

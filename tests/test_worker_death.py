@@ -7,12 +7,9 @@ import signal
 import threading
 import time
 
-import pytest
-
 import shmaccel
 
 from conftest import (
-    busy_array,
     pid_exists,
     read_proc,
     stopped,
@@ -21,6 +18,7 @@ from conftest import (
 )
 
 DEATH_NOTICE_LIMIT = 2.0  # seconds; the design promises 1 s
+CHUNK_STALL_MS = 10_000  # a stall cut short by the kill, which comes at once
 
 
 class CallInThread:
@@ -93,58 +91,28 @@ def test_call_waiting_on_killed_worker_raises_worker_died_error(make_pool):
         assert fresh.square(data).tolist() == [float(v) ** 2 for v in range(1000)]
 
 
-def kill_while_computing(pool, data):
-    """Loops pool.square(data, out=data) in a thread, SIGKILLs the worker 0.2 s in, and
-    returns (kill time, (started, ended, error) of the call the kill hit, or None if it fell
-    between two calls)."""
-    calls = []
-    keep_going = threading.Event()
-    keep_going.set()
-
-    def compute_until_failure():
-        while keep_going.is_set():
-            started, error = time.monotonic(), None
-            try:
-                pool.square(data, out=data)
-            except BaseException as exc:  # noqa: BLE001 - the test judges how it ended
-                error = exc
-            calls.append((started, time.monotonic(), error))
-            if error is not None:
-                return
-
-    thread = threading.Thread(target=compute_until_failure, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    killed_at = time.monotonic()
-    os.kill(pool.worker_pid, signal.SIGKILL)
-    thread.join(5)
-    keep_going.clear()
-    thread.join(5)
-    assert not thread.is_alive(), "a call still hangs after its worker was killed"
-    hit = [call for call in calls if call[0] <= killed_at <= call[1]]
-    return killed_at, (hit[0] if hit else None)
-
-
-def test_call_computing_when_worker_is_killed_raises_worker_died_error(make_pool):
-    for _attempt in range(3):
-        pool = make_pool(threads=1)
-        data, call_seconds = busy_array(pool, min_call_seconds=0.03)
-        if call_seconds < 0.01:
-            pytest.skip(
-                f"one call lasts only {call_seconds:.4f} s, too short to aim at"
-            )
-        killed_at, hit = kill_while_computing(pool, data)
-        pool.close()
-        if hit is not None:
-            break
-    else:
-        pytest.fail("three kills in a row fell between calls")
-    _, ended, error = hit
-    assert isinstance(error, shmaccel.WorkerDiedError), (
-        f"in-flight call ended: {error!r}"
+def test_call_computing_when_worker_is_killed_raises_worker_died_error(make_pool, monkeypatch):
+    # The kill must land while the call is being computed, not in a gap between calls, nor
+    # after the worker finished a call whose thread here had not yet woken up to return it (a
+    # loaded machine opens both). So the pool's one thread stalls after the first chunk of
+    # the call (SHMACCEL_FAULT): once that chunk's result shows in the data, the worker is
+    # certainly in the middle of the call, and stays there until the kill.
+    monkeypatch.setenv("SHMACCEL_FAULT", f"worker-chunk-done:sleep={CHUNK_STALL_MS}")
+    pool = make_pool(threads=1)
+    monkeypatch.delenv("SHMACCEL_FAULT")
+    n = 4_000_000  # 32 MB of float64: many chunks
+    data = shmaccel.zeros(n, "float64", pool=pool)
+    data[0] = data[n - 1] = 3.0
+    pid = pool.worker_pid
+    call = CallInThread(lambda: pool.square(data, out=data))
+    assert wait_until(lambda: data[0] == 9.0, 30), "the worker never computed the first chunk"
+    assert data[n - 1] == 3.0 and call.thread.is_alive(), (
+        f"call ended before the kill: {call.result!r} {call.error!r}"
     )
-    took = ended - killed_at
-    assert took < DEATH_NOTICE_LIMIT, f"noticed {took:.2f} s after the kill"
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    assert call.join(10), "call still hanging 10 s after its worker was killed"
+    assert_died_promptly(call, killed_at)
     with shmaccel.Pool(threads=1) as fresh:
         assert fresh.square([1.5, 2]) == [2.25, 4.0]
 

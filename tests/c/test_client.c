@@ -15,6 +15,10 @@
 
 extern char **environ;
 
+/* A worker started here gets this many 10 ms looks to start listening (10 s: a loaded machine
+ * may take a while to run a new process; a worker that never listens still fails the test). */
+#define START_WAIT_TRIES 1000
+
 static const char *
 worker(void)
 {
@@ -336,7 +340,7 @@ named_pool_serves_two_clients(void)
     char *argv[] = {(char *)worker(), "--name", name, "--threads", "2", NULL};
     CHECK_EQ(posix_spawn(&pid, worker(), NULL, NULL, argv, environ), 0);
     CHECK_EQ(sa_pool_socket_path(name, path, sizeof(path)), 0);
-    for (int i = 0; i < 200 && err < 0; i++) {
+    for (int i = 0; i < START_WAIT_TRIES && err < 0; i++) {
         err = sa_client_connect(path, &a);
         if (err < 0) {
             usleep(10000);
@@ -422,7 +426,7 @@ start_named(const char *name, char *path, size_t len)
         return -1;
     }
     sa_pool_socket_path(name, path, len);
-    for (int i = 0; i < 200 && access(path, F_OK) != 0; i++) {
+    for (int i = 0; i < START_WAIT_TRIES && access(path, F_OK) != 0; i++) {
         usleep(10000);
     }
     return pid;
@@ -437,13 +441,21 @@ half_a_message_does_not_stall_the_pool(void)
     snprintf(name, sizeof(name), "ctest-half-%d", (int)getpid());
     pid_t pid = start_named(name, path, sizeof(path));
     CHECK(pid > 0);
-    usleep(50000);
 
     /* A client that connects, says hello, then sends one byte of a 24-byte message and
-     * nothing more. */
-    int bad = socket(AF_UNIX, SOCK_STREAM, 0);
+     * nothing more. The socket's file appears when the worker binds it, a moment before it
+     * listens: until then connect() is refused. */
+    int bad = -1;
     strcpy(addr.sun_path, path);
-    CHECK_EQ(connect(bad, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    for (int i = 0; i < START_WAIT_TRIES && bad < 0; i++) {
+        bad = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(bad, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+            close(bad);
+            bad = -1;
+            usleep(10000);
+        }
+    }
+    CHECK(bad >= 0);
     usleep(50000);
     CHECK_EQ(send(bad, "x", 1, 0), 1);
     usleep(10000);
