@@ -15,7 +15,15 @@
  * hand-off to threads already spinning, the work, and one barrier back. Errors go to stderr,
  * exit 1.
  *
+ * With --serve it stays up instead, so that a benchmark can sample the limit between its own
+ * calls, each sample a moment apart from what it bounds rather than a process start (and 2N
+ * elements of fresh memory) apart: it prints {"ready": ...} once set up, then reads one task
+ * a line ("inplace", "out" or "memcpy") and answers each with the seconds of one timed run,
+ * until end of input. Between tasks its threads sleep, leaving the CPUs to others; woken, they
+ * meet at a spin barrier before the clock starts, so the wake-up is not timed.
+ *
  *   limit [N] [--repeats R] [--threads T] [--dtype int32|int64|float64] [--op square|double]
+ *         [--serve]
  *   defaults: N = 10^7 elements, 7 repeats, one thread per CPU, float64, square
  */
 #include <errno.h>
@@ -106,6 +114,12 @@ typedef struct bench {
     spin_barrier finish;
     task current; /* written by the main thread before `start`, read by all after it */
     int quit;     /* likewise: set instead of a task to end the helpers */
+    /* --serve: helpers sleep on `wake` until `generation` moves, then meet at `ready`. */
+    int serve;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    unsigned generation;
+    spin_barrier ready;
 } bench;
 
 typedef struct helper {
@@ -166,7 +180,7 @@ now_ns(void)
  * the same loop over one array in place. Narrowing the unsigned result back to a signed type
  * wraps modulo 2^bits with gcc and clang, as there. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KERNEL_ATTR __attribute__((noinline, target_clones("avx2", "default"))) /* as there */
+#define KERNEL_ATTR __attribute__((noinline, target_clones("avx512f", "avx2", "default"))) /* as there */
 #else
 #define KERNEL_ATTR __attribute__((noinline))
 #endif
@@ -298,15 +312,44 @@ choose_cpus(int *cpus, unsigned n)
     return 1;
 }
 
+/* --serve: sleeps until the main thread moves the generation past *seen, then meets the
+ * others at the `ready` barrier. */
+static void
+await_task(bench *b, unsigned *seen)
+{
+    pthread_mutex_lock(&b->lock);
+    while (b->generation == *seen) {
+        pthread_cond_wait(&b->wake, &b->lock);
+    }
+    *seen = b->generation;
+    pthread_mutex_unlock(&b->lock);
+    spin_barrier_wait(&b->ready);
+}
+
+/* --serve, main thread: wakes the helpers for the next task (or to quit). */
+static void
+release_helpers(bench *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->generation++;
+    pthread_cond_broadcast(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    spin_barrier_wait(&b->ready);
+}
+
 static void *
 helper_main(void *arg)
 {
     helper *h = arg;
     bench *b = h->bench;
+    unsigned seen = 0;
     pin_thread(h->cpu); /* best effort: unpinned, the figures are merely less reliable */
     touch_share(b, h->index);
     spin_barrier_wait(&b->finish);
     for (;;) {
+        if (b->serve) {
+            await_task(b, &seen);
+        }
         /* The barrier orders the main thread's writes of current/quit before our reads. */
         spin_barrier_wait(&b->start);
         if (b->quit) {
@@ -386,6 +429,43 @@ map_shared(size_t bytes, unsigned char **out)
     return 0;
 }
 
+/* Ends the helper threads (started - 1 of them) and joins them. */
+static void
+stop_helpers(bench *b, unsigned started, pthread_t *tids)
+{
+    b->quit = 1;
+    if (b->serve) {
+        release_helpers(b);
+    }
+    spin_barrier_wait(&b->start);
+    for (unsigned i = 1; i < started; i++) {
+        pthread_join(tids[i], NULL);
+    }
+}
+
+/* --serve: one timed run per task named on a line of stdin, its seconds on a line of stdout,
+ * until end of input. Returns the exit code. */
+static int
+serve_tasks(bench *b)
+{
+    static const char *const names[TASK_COUNT] = {"inplace", "out", "memcpy"};
+    char line[64];
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        int t;
+        if (parse_name(line, names, TASK_COUNT, &t) != 0) {
+            fprintf(stderr, "limit: unknown task \"%s\" (inplace, out or memcpy)\n", line);
+            return 2;
+        }
+        release_helpers(b);
+        printf("%.9f\n", timed_run(b, (task)t));
+        if (fflush(stdout) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -411,6 +491,8 @@ main(int argc, char **argv)
             err = parse_name(argv[++i], dtype_names, DTYPE_COUNT, &dt);
         } else if (strcmp(argv[i], "--op") == 0 && i + 1 < argc) {
             err = parse_name(argv[++i], op_names, OP_COUNT, &which);
+        } else if (strcmp(argv[i], "--serve") == 0) {
+            b.serve = 1;
         } else if (argv[i][0] != '-') {
             err = parse_count(argv[i], 1L << 34, &count);
         } else {
@@ -419,7 +501,7 @@ main(int argc, char **argv)
         if (err != 0) {
             fprintf(stderr,
                     "usage: %s [N] [--repeats R] [--threads T] [--dtype int32|int64|float64] "
-                    "[--op square|double]\n",
+                    "[--op square|double] [--serve]\n",
                     argv[0]);
             return 2;
         }
@@ -461,7 +543,9 @@ main(int argc, char **argv)
     if (err != 0) {
         goto out;
     }
-    b.start.parties = b.finish.parties = b.threads;
+    b.start.parties = b.finish.parties = b.ready.parties = b.threads;
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.wake, NULL);
     pinned = choose_cpus(cpus, b.threads);
     pin_thread(cpus[0]);
     for (started = 1; started < b.threads; started++) {
@@ -476,17 +560,26 @@ main(int argc, char **argv)
     touch_share(&b, 0);
     spin_barrier_wait(&b.finish);
 
+    if (b.serve) {
+        for (int t = 0; t < TASK_COUNT; t++) {
+            release_helpers(&b);
+            timed_run(&b, (task)t); /* warm-up */
+        }
+        printf("{\"ready\": true, \"dtype\": \"%s\", \"op\": \"%s\", \"n\": %ld, "
+               "\"threads\": %u, \"pinned\": %s, \"bytes_per_elem\": %.0f}\n",
+               dtype_names[dt], op_names[which], count, b.threads, pinned ? "true" : "false",
+               bytes_per_elem);
+        rc = fflush(stdout) == 0 ? serve_tasks(&b) : 1;
+        stop_helpers(&b, started, tids);
+        goto out;
+    }
     for (int t = 0; t < TASK_COUNT; t++) {
         timed_run(&b, (task)t); /* warm-up: caches, TLB, CPU frequency */
         for (long r = 0; r < repeats; r++) {
             seconds[t][r] = timed_run(&b, (task)t);
         }
     }
-    b.quit = 1;
-    spin_barrier_wait(&b.start);
-    for (unsigned i = 1; i < started; i++) {
-        pthread_join(tids[i], NULL);
-    }
+    stop_helpers(&b, started, tids);
 
     printf("{\n  \"dtype\": \"%s\",\n  \"op\": \"%s\",\n", dtype_names[dt], op_names[which]);
     printf("  \"n\": %ld,\n  \"threads\": %u,\n  \"repeats\": %ld,\n", count, b.threads, repeats);

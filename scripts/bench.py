@@ -57,6 +57,7 @@ from benchlib import (
     CLK_TCK,
     LOAD_MIN_WALL_S,
     RESULTS_DIR,
+    LimitServer,
     LoadMeter,
     build_c_programs,
     fmt,
@@ -106,16 +107,15 @@ class Plan:
     ppe_calls: int  # ProcessPoolExecutor round trips per batch
     list_calls: int  # calls per batch for the list benchmark
     pingpong_args: tuple[str, ...]
-    limit_repeats: int  # timed runs inside each limit invocation (one invocation per round)
     contention_s: float  # back-to-back calls while sampling who is busy
 
 
 FULL = Plan(big_repeats=15, small_batches=15, small_calls=2000, blocking_calls=500,
             ppe_calls=300, list_calls=10, pingpong_args=("--repeats", "7", "--iters", "20000"),
-            limit_repeats=3, contention_s=0.5)
+            contention_s=0.5)
 QUICK = Plan(big_repeats=3, small_batches=3, small_calls=500, blocking_calls=150,
              ppe_calls=100, list_calls=3, pingpong_args=("--repeats", "3", "--iters", "5000"),
-             limit_repeats=2, contention_s=0.2)
+             contention_s=0.2)
 
 
 def worker_threads_near(worker_pid: int) -> tuple[int, bool] | None:
@@ -372,38 +372,54 @@ def measure_default_rtt(shmaccel: Any, plan: Plan, x: Any, worker_pid: int) -> d
     return {"stat": stat, "contention": busy, "linger_s": wait_until_idle(worker_pid)}
 
 
-LIMIT_KEYS = ("square_out_gbs", "square_inplace_gbs", "memcpy_gbs")
-
-
 class LimitSampler:
-    """Runs the C limit program, on all CPUs and on one, once per call; keeps the median GB/s
-    of each run, so that the limit is sampled at the same moments as what it bounds."""
+    """The C limit on all CPUs and on one, sampled between the rounds of what it bounds: each
+    call takes one timed run of every task from two limit.c servers (benchlib.LimitServer),
+    in place last, right before the next round's first calls. Close it (a context manager)
+    to stop the servers."""
 
-    def __init__(self, program: Path | None, n: int, repeats: int, notes: list[str]) -> None:
-        self.program, self.notes = program, notes
-        self.args = [str(n), "--repeats", str(repeats)]
-        self.runs: dict[str, list[dict]] = {"all": [], "one": []}
+    ORDER = ("memcpy", "out", "inplace")
+    KEYS = {"inplace": "square_inplace_gbs", "out": "square_out_gbs", "memcpy": "memcpy_gbs"}
+
+    def __init__(self, program: Path | None, n: int, notes: list[str]) -> None:
+        self.program, self.n, self.notes = program, n, notes
+        self.servers: dict[str, LimitServer] = {}
+        self.seconds: dict[str, dict[str, list[float]]] = {
+            name: {task: [] for task in self.ORDER} for name in ("all", "one")}
 
     def __call__(self) -> None:
         if self.program is None:
             return
-        for name, extra in (("all", []), ("one", ["--threads", "1"])):
-            run = run_c_program(self.program, [*self.args, *extra], self.notes)
-            if run is None:
-                self.program = None  # one note is enough
-                return
-            self.runs[name].append(run)
+        if not self.servers:
+            for name, extra in (("all", []), ("one", ["--threads", "1"])):
+                self.servers[name] = LimitServer(self.program, [str(self.n), *extra],
+                                                 self.notes)
+        for name, server in self.servers.items():
+            for task in self.ORDER:
+                seconds = server.sample(task)
+                if seconds is not None:
+                    self.seconds[name][task].append(seconds)
 
     def result(self, name: str) -> dict:
-        """For the runs on all CPUs ("all") or one ("one"): per key, the summary over runs of
-        their medians, plus the thread count and whether the threads were pinned."""
-        runs = self.runs[name]
-        if not runs:
+        """For the runs on all CPUs ("all") or one ("one"): per key, the summary of GB/s
+        over the samples, plus the thread count and whether the threads were pinned."""
+        samples = self.seconds[name]
+        if not samples["inplace"] or name not in self.servers:
             return {}
-        out: dict = {key: summary([run[key]["median"] for run in runs]) for key in LIMIT_KEYS}
-        out["threads"] = runs[0]["threads"]
-        out["pinned"] = all(run.get("pinned") for run in runs)
+        gb = BYTES_PER_ELEM * self.n / 1e9
+        out: dict = {self.KEYS[task]: summary([gb / s for s in values])
+                     for task, values in samples.items() if values}
+        info = self.servers[name].info
+        out["threads"] = info.get("threads")
+        out["pinned"] = bool(info.get("pinned"))
         return out
+
+    def __enter__(self) -> LimitSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers.values():
+            server.close()
 
 
 def measure_big(shmaccel: Any, plan: Plan, n: int, *, limit: LimitSampler, probe: WorkerProbe,
@@ -852,8 +868,8 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
     results["linger_1thread_s"] = single["linger_s"]
     results["linger_1thread_probe_calls"] = single["linger_probe_calls"]
 
-    limit = LimitSampler(programs.get("limit"), size, plan.limit_repeats, notes)
-    with shmaccel.default_pool() as pool:
+    with LimitSampler(programs.get("limit"), size, notes) as limit, \
+            shmaccel.default_pool() as pool:
         if pool.name is None:  # a named pool ($SHMACCEL_POOL) is not ours to stop
             worker_pids.append(pool.worker_pid)
         results["pools"]["default_threads"] = pool.threads

@@ -58,10 +58,17 @@ def _big_goals(results: dict) -> list[tuple[str, float | None, str, Callable[[fl
     out = _pct_of_limit(results, "shmaccel_shared_out", "c_limit_out", "float64")
     vs_numpy = _ratio(_cell(results, "numpy_inplace", "float64", n),
                       _cell(results, "shmaccel_shared_inplace", "float64", n))
+    bound = _ratio(_cell(results, "numpy_inplace", "float64", n),
+                   _cell(results, "c_limit_inplace", "float64", n))
     goals = [
         (f"1. square {size} float64 SharedArray in place, % of the C limit", inplace, ">= 85 %",
          lambda v: v >= 85),
         ("1. same, speed-up over numpy in place", vs_numpy, ">= 1.5x", lambda v: v >= 1.5),
+        # The most any code running this kernel on every core of this machine gains over
+        # numpy's one thread: the C limit's own speed-up. Below 1.5x the goal above cannot
+        # hold here, whatever shmaccel does.
+        ("1. (bound) same for the C limit: numpy in place / C limit in place", bound,
+         ">= 1.5x", lambda v: v >= 1.5),
         (f"1. square {size} float64 SharedArray out=, % of the C limit", out, ">= 85 %",
          lambda v: v >= 85),
     ]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    LimitServer,
     LoadMeter,
     build_c_programs,
     finish_standalone,
@@ -43,7 +44,6 @@ from benchlib import (
     machine_info,
     power_of_ten,
     process_alive,
-    run_c_program,
     run_progress,
     shm_entries,
     summary,
@@ -87,7 +87,7 @@ MEMORY_MARGIN = 1.25
 
 # A rough throughput of the C limit, only to choose its --repeats.
 LIMIT_GUESS_GBS = 20.0
-LIMIT_MAX_REPEATS = 1000  # as limit.c's MAX_REPEATS
+LIMIT_MAX_REPEATS = 1000  # samples a task of a cell timed in batches, at most
 
 # method key: (label, kind). The table and the JSON follow this order.
 METHODS: dict[str, tuple[str, str]] = {
@@ -347,9 +347,13 @@ def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan, cel
         del got
         if variant.reset is not None:
             variant.reset()
-        # The check call warmed it up; a slow one needs no second call to be estimated.
-        estimates[variant.method] = (elapsed if elapsed >= 10 * FAST_CALL_S
-                                     else per_call_seconds(variant.call))
+        # The check call warmed it up; a slow one needs no second call to be estimated,
+        # unless its check did more than the call (an in-place check fills the array and
+        # copies the result out: at 10^8 that put shmaccel in place among the very slow
+        # methods, timed between numpy's 800 MB allocations instead of beside the limit).
+        estimates[variant.method] = (
+            elapsed if elapsed >= 10 * FAST_CALL_S and variant.reset is None
+            else per_call_seconds(variant.call))
     seconds: dict[str, dict] = {}
     slow: dict[str, Callable[[], Any]] = {}
     very_slow: dict[str, Callable[[], Any]] = {}
@@ -382,58 +386,54 @@ def time_variants(variants: list[Variant], expected: np.ndarray, plan: Plan, cel
 class LimitRounds:
     """The C limit of one cell, sampled at the same moments as the methods it bounds: called
     after each round of the cell's single-call methods (time_round_robin's `after_round`), it
-    runs limit.c once with a few --repeats and keeps each task's median. A cell whose methods
-    were all timed in batches (no rounds) gets one run of about plan.cell_s a task instead.
-    A machine whose speed drifts then moves the limit and the methods alike, which a limit
-    timed before or after them, minutes apart at 10^8, does not."""
+    takes one timed run of each task from a limit.c server (benchlib.LimitServer), in place
+    last, so that it sits right before the next round's first call, shmaccel in place. A cell
+    whose methods were all timed in batches (no rounds) gets about plan.cell_s of runs a task
+    at the end instead. A machine whose speed drifts (this VM's memory bandwidth moves by 2x
+    within minutes) then moves the limit and the methods alike. Close it (a context manager)
+    to stop the server."""
 
-    ROUND_S = 0.05  # aimed-for seconds of timed runs per task in each round's run
+    ORDER = ("memcpy", "out", "inplace")
+    METHODS = {"inplace": "c_limit_inplace", "out": "c_limit_out", "memcpy": "c_memcpy"}
 
-    def __init__(self, program: Path | None, n: int, dtype: str, op: str, plan: Plan,
+    def __init__(self, program: Path, n: int, dtype: str, op: str, plan: Plan,
                  notes: list[str]) -> None:
-        self.program, self.n, self.dtype, self.op = program, n, dtype, op
-        self.plan, self.notes = plan, notes
+        self.program, self.n, self.plan, self.notes = program, n, plan, notes
+        self.args = [str(n), "--dtype", dtype, "--op", op]
         self.guess_s = 2 * np.dtype(dtype).itemsize * n / (LIMIT_GUESS_GBS * 1e9)
-        self.runs: list[dict] = []
-        self.pinned = True
+        self.samples: dict[str, list[float]] = {task: [] for task in self.ORDER}
+        self.server: LimitServer | None = None
 
-    def _run(self, seconds: float, min_repeats: int) -> None:
-        if self.program is None:
-            return
-        repeats = min(max(round(seconds / self.guess_s), min_repeats), LIMIT_MAX_REPEATS)
-        out = run_c_program(self.program, [str(self.n), "--dtype", self.dtype, "--op",
-                                           self.op, "--repeats", str(repeats)], self.notes)
-        if out is None:
-            self.program = None  # one note is enough
-            return
-        self.runs.append(out)
-        self.pinned = self.pinned and bool(out.get("pinned"))
+    def _sample_all(self) -> None:
+        if self.server is None:
+            self.server = LimitServer(self.program, self.args, self.notes)
+            if self.server.info.get("ready") and not self.server.info.get("pinned"):
+                self.notes.append(f"limit.c could not pin its threads one per CPU at "
+                                  f"n={self.n}: its figures may be low")
+        for task in self.ORDER:
+            seconds = self.server.sample(task)
+            if seconds is not None:
+                self.samples[task].append(seconds)
 
     def __call__(self) -> None:
-        self._run(self.ROUND_S, 3)
+        self._sample_all()
 
     def rows(self) -> list[tuple[str, dict]]:
-        """(method, seconds) of the three tasks. Over several runs: the summary of the runs'
-        medians (one sample per round); from a single run: limit.c's own median, min and max
-        of its repeats ("samples" empty)."""
-        if not self.runs:
-            self._run(self.plan.cell_s, self.plan.min_repeats)
-        if not self.runs:
-            return []
-        if not self.pinned:
-            self.notes.append(f"limit.c could not pin its threads one per CPU at "
-                              f"n={self.n}: its figures may be low")
-        rows = []
-        for method, key in (("c_limit_inplace", f"{self.op}_inplace_s"),
-                            ("c_limit_out", f"{self.op}_out_s"), ("c_memcpy", "memcpy_s")):
-            if len(self.runs) > 1:
-                stat = summary([run[key]["median"] for run in self.runs])
-            else:
-                run = self.runs[0]
-                stat = {"median": run[key]["median"], "min": run[key]["min"],
-                        "max": run[key]["max"], "n": run["repeats"], "samples": []}
-            rows.append((method, stat))
-        return rows
+        """(method, benchlib.summary() of seconds per run) of the three tasks."""
+        if not self.samples["inplace"]:
+            repeats = min(max(round(self.plan.cell_s / self.guess_s), self.plan.min_repeats),
+                          LIMIT_MAX_REPEATS)
+            for _ in range(repeats):
+                self._sample_all()
+        return [(self.METHODS[task], summary(values))
+                for task, values in self.samples.items() if values]
+
+    def __enter__(self) -> LimitRounds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.close()
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -552,7 +552,9 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
         variants = array_variants(pool, op, x, numexpr)
         rounds = (LimitRounds(limit, n, dtype, op, plan, notes)
                   if limit is not None and n >= LIMIT_MIN_N else None)
-        figures = time_variants(variants, expected, plan, cell, after_round=rounds)
+        with rounds or contextlib.nullcontext():
+            figures = time_variants(variants, expected, plan, cell, after_round=rounds)
+            limit_rows = rounds.rows() if rounds is not None else []
         del variants  # frees the SharedArrays before the next group
 
         if dtype not in LIST_DTYPES:
@@ -579,7 +581,7 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
         add_all(figures, op, dtype, n)
 
         if rounds is not None:
-            add_all(dict(rounds.rows()), op, dtype, n)
+            add_all(dict(limit_rows), op, dtype, n)
         elif limit is not None:
             for method in ("c_limit_inplace", "c_limit_out", "c_memcpy"):
                 skip(method, f"below {power_of_ten(LIMIT_MIN_N)} elements: limit.c's "

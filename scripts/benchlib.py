@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import platform
+import select
 import socket
 import statistics
 import subprocess
@@ -163,6 +164,78 @@ def run_c_program(program: Path, args: list[str], notes: list[str]) -> dict | No
     except json.JSONDecodeError as e:
         notes.append(f"{program.name} printed no valid JSON: {e}")
         return None
+
+
+class LimitServer:
+    """bench/limit.c --serve: the C limit kept running, so that a benchmark samples it one
+    timed run at a time right between its own calls (a moment apart from what it bounds,
+    rather than a process start and 2n elements of fresh memory apart). `sample(task)` returns
+    the seconds of one run of "inplace", "out" or "memcpy", or None once the program failed
+    (with a note). Its threads sleep between samples. Use it as a context manager, or close()."""
+
+    TASKS = ("inplace", "out", "memcpy")
+    TIMEOUT_S = 120
+
+    def __init__(self, program: Path, args: list[str], notes: list[str]) -> None:
+        self.notes = notes
+        self.info: dict = {}
+        self.proc: subprocess.Popen[str] | None = None
+        try:
+            self.proc = subprocess.Popen([str(program), *args, "--serve"], text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, bufsize=1)
+        except OSError as e:
+            notes.append(f"{program.name} --serve failed to start: {e}")
+            return
+        line = self._answer()
+        try:
+            self.info = json.loads(line) if line else {}
+        except json.JSONDecodeError:
+            self.info = {}
+        if not self.info.get("ready"):
+            self._fail(f"{program.name} --serve did not get ready")
+
+    def _answer(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.TIMEOUT_S)
+        return self.proc.stdout.readline() if ready else ""
+
+    def _fail(self, what: str) -> None:
+        if self.proc is None:
+            return
+        self.proc.kill()
+        _, err = self.proc.communicate()
+        self.notes.append(f"{what}: {err.strip() or f'exit status {self.proc.returncode}'}")
+        self.proc = None
+
+    def sample(self, task: str) -> float | None:
+        if self.proc is None:
+            return None
+        assert task in self.TASKS and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(task + "\n")
+            self.proc.stdin.flush()
+            line = self._answer()
+            return float(line)
+        except (OSError, ValueError):
+            self._fail(f"limit.c --serve stopped answering ({task})")
+            return None
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.communicate(input="", timeout=self.TIMEOUT_S)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> LimitServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- the machine ------------------------------------------------------------------------------
