@@ -32,7 +32,7 @@
 #endif
 #endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NO_IFUNC)
-#define KERNEL_ATTR __attribute__((target_clones("avx2", "default")))
+#define KERNEL_ATTR __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KERNEL_ATTR
 #endif
