@@ -180,7 +180,8 @@ now_ns(void)
  * the same loop over one array in place. Narrowing the unsigned result back to a signed type
  * wraps modulo 2^bits with gcc and clang, as there. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KERNEL_ATTR __attribute__((noinline, target_clones("avx512f", "avx2", "default"))) /* as there */
+/* as there */
+#define KERNEL_ATTR __attribute__((noinline, target_clones("avx512f", "avx2", "default")))
 #else
 #define KERNEL_ATTR __attribute__((noinline))
 #endif

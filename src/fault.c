@@ -2,7 +2,9 @@
  *
  * Used by the fault-injection tests to kill the worker or the client at each step of the
  * protocol. SHMACCEL_FAULT=<point>:sleep=<ms> instead stalls the first thread that reaches
- * the point for that long (once per process), as a preemption at the worst moment would.
+ * the point for that long (once per process), as a preemption at the worst moment would;
+ * with :skip=<n> after it, the thread that reaches it after n others have passed it (a pool
+ * warmed up by n calls, its spinner busy).
  * Unset (the normal case) it costs one pthread_once check per point.
  *
  * The points, in protocol order (tests/test_crash_points.py finds every sa__fault_point call
@@ -32,7 +34,8 @@
 
 static char fault_name[128];
 static long fault_sleep_ms = -1; /* -1: abort at the point */
-static atomic_int fault_slept;
+static long fault_skip;          /* hits let through before the one that stalls */
+static atomic_long fault_hits;
 static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -47,7 +50,10 @@ fault_init(void)
     if (opt != NULL) {
         *opt++ = '\0';
         if (strncmp(opt, "sleep=", 6) == 0) {
-            fault_sleep_ms = strtol(opt + 6, NULL, 10);
+            fault_sleep_ms = strtol(opt + 6, &opt, 10);
+            if (strncmp(opt, ":skip=", 6) == 0) {
+                fault_skip = strtol(opt + 6, NULL, 10);
+            }
         }
     }
 }
@@ -62,7 +68,7 @@ sa__fault_point(const char *point)
     if (fault_sleep_ms < 0) {
         abort();
     }
-    if (atomic_exchange(&fault_slept, 1) == 0) {
+    if (atomic_fetch_add(&fault_hits, 1) == fault_skip) {
         struct timespec ts = {fault_sleep_ms / 1000, (fault_sleep_ms % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         }

@@ -27,6 +27,8 @@
                                         that is busy with a big job (about a microsecond) */
 #define URGENT_CLAIMS 4              /* new requests served between two slices, at most */
 #define SPIN_NS 50000                /* how long a thread looks for new work before sleeping */
+#define SPIN_INLINE_BYTES (64u << 10) /* the spinner runs requests up to this size (a few
+                                         microseconds) still announced as spinning */
 #define IDLE_RESCAN_NS 100000000     /* an idle thread looks for work at least this often */
 /* clang-format on */
 
@@ -382,13 +384,20 @@ claim_next(sa__worker *w)
     return NULL;
 }
 
+static void run_prepared(sa__worker *w, sa__job *job, int err);
+
 /* Runs a freshly claimed job: inline when small, else offered to every thread in chunks. */
 static void
 run_job(sa__worker *w, sa__job *job)
 {
     sa_slot *slot = &sa_control_area(w->ctl, job->seat)->slots[job->slot];
-    int err = prepare(w, job, slot);
+    run_prepared(w, job, prepare(w, job, slot));
+}
 
+/* run_job once prepare() has returned `err` for the job. */
+static void
+run_prepared(sa__worker *w, sa__job *job, int err)
+{
     if (err < 0) {
         complete(w, job, err);
         return;
@@ -460,25 +469,46 @@ any_pending(sa__worker *w)
     return 0;
 }
 
-/* One round of the spinner. Returns 1 if it did any work. A spinner that takes a request or
- * a chunk of a big one stops announcing itself first: clients post to `wake` and count their
- * submission again, so requests arriving while it computes go to the sleeping threads, or
- * to itself between two slices, instead of queueing behind its work. Requests submitted
- * before the announcement was withdrawn were not posted for: if any is waiting, post once
- * for them (the withdrawal and the check are seq_cst, as in the client). */
+/* One round of the spinner. Returns 1 if it did any work.
+ *
+ * A request of at most SPIN_INLINE_BYTES runs inline with the announcement left on: it takes
+ * less than waking a thread would, and a client that submits meanwhile (a back-to-back
+ * caller's next call) waits that long for the spinner instead of paying a futex post and
+ * rousing a thread that would take its CPU. If more submissions wait already, one post
+ * wakes a helper. (A client that has to block posts anyway, see client_req.c sa_wait, so
+ * a spinner descheduled in the middle delays nobody for long.)
+ *
+ * Anything bigger, or a chunk of a big request, and the spinner stops announcing itself
+ * first: clients post to `wake` and count their submission again, so requests arriving while
+ * it computes go to the sleeping threads, or to itself between two slices, instead of
+ * queueing behind its work. Requests submitted before the announcement was withdrawn were
+ * not posted for: if any is waiting, post once for them (the withdrawal and the check are
+ * seq_cst, as in the client). */
 static int
 spin_step(sa__worker *w)
 {
     sa__job *job = claim_next(w);
+    int err = 0;
     if (job == NULL && atomic_load_explicit(&w->big_count, memory_order_acquire) == 0) {
         return 0;
+    }
+    if (job != NULL) {
+        err = prepare(w, job, &sa_control_area(w->ctl, job->seat)->slots[job->slot]);
+        if (err == 0 && job->nchunks == 1
+            && job->chunk_elems <= SPIN_INLINE_BYTES / job->itemsize) {
+            if (any_pending(w)) {
+                sa__announce_submission(w->ctl);
+            }
+            run_prepared(w, job, 0);
+            return 1;
+        }
     }
     announce_spinning(w, 0);
     if (any_pending(w)) {
         sa__announce_submission(w->ctl);
     }
     if (job != NULL) {
-        run_job(w, job);
+        run_prepared(w, job, err);
     }
     drain(w);
     announce_spinning(w, 1);

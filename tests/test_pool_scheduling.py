@@ -7,6 +7,7 @@ reaches the named step of the protocol sleep there, as a preemption by the sched
 Timeouts here are hang checks, many times what the call needs.
 """
 
+import threading
 import time
 
 import pytest
@@ -16,6 +17,10 @@ HANG_CHECK_S = 1.5
 CHUNK_STALL_MS = 300
 BIG_ELEMENTS = 40_000_000  # 320 MB of float64: tens of milliseconds of work for one thread
 BIG_CALLS = 20  # at most, until one of them is seen serving small calls meanwhile
+SPINNER_STALL_MS = 1000
+WARM_CALLS = 200  # back-to-back small calls before the spinner stalls in the next one
+NUDGE_TRIALS = 5
+NUDGE_LIMIT_S = 0.04  # the idle thread's own rescan comes every 0.1 s: 0-0.1 s after a stall
 
 
 def test_next_call_in_a_slot_is_served_while_the_thread_of_the_last_one_is_stalled(
@@ -81,3 +86,60 @@ def test_small_calls_complete_while_a_big_call_keeps_the_pool_threads_busy(
     # Served between two slices of a big call (or by the other thread): many, not one
     # squeezed in after it.
     assert max(served) >= 10, f"small calls served during each big call: {served}"
+
+
+def stalled(pool, poll_s=0.01, limit_s=30.0):
+    """Waits until a request of the pool's session stays in flight with none completing over
+    two looks poll_s apart; returns the requests completed by then, or None if that never
+    happens within limit_s."""
+    deadline = time.monotonic() + limit_s
+    last = None
+    while time.monotonic() < deadline:
+        stats = pool.stats()
+        now = (stats["client_requests"], stats["client_in_flight"])
+        if now[0] > WARM_CALLS and now[1] and now == last:
+            return now[0]
+        last = now
+        time.sleep(poll_s)
+    return None
+
+
+def back_to_back(pool, ones, stop):
+    while not stop.is_set():
+        pool.square(ones, out=ones)
+
+
+def test_a_call_is_served_while_the_spinner_is_stalled_in_a_small_call(make_pool, monkeypatch):
+    # The spinning pool thread runs a small request still announced as spinning, so a client
+    # submitting meanwhile skips the post that would wake another thread (a back-to-back
+    # caller's next call saves a futex wake-up that way). Should the spinner be descheduled in
+    # the middle (stalled here after WARM_CALLS back-to-back calls of another thread), a
+    # client whose request nobody claims posts after 50 us: its call then takes a wake-up, not
+    # up to the 0.1 s after which the sleeping thread would look on its own. Timed, so over
+    # several pools: without that post each call has a 40 % chance of beating the limit.
+    took = []
+    for _ in range(NUDGE_TRIALS):
+        monkeypatch.setenv("SHMACCEL_FAULT", f"worker-before-complete:sleep={SPINNER_STALL_MS}"
+                                             f":skip={WARM_CALLS}")
+        pool = make_pool(threads=2)
+        monkeypatch.delenv("SHMACCEL_FAULT")
+        ones = pool.array([1.0] * 1000)
+        data = pool.array([1.5] * 1000)
+        out = pool.empty(1000, "float64")
+        stop = threading.Event()
+        caller = threading.Thread(target=back_to_back, args=(pool, ones, stop), daemon=True)
+        caller.start()
+        try:
+            completed = stalled(pool)
+            assert completed is not None, "the spinner never stalled"
+            start = time.monotonic()
+            pool.double(data, out=out, timeout=SPINNER_STALL_MS / 1000 * 0.9)
+            took.append(time.monotonic() - start)
+            assert out.tolist() == [3.0] * 1000
+            # Served by the other thread: the stalled request has not completed meanwhile.
+            assert pool.stats()["client_requests"] == completed + 1
+        finally:
+            stop.set()
+            caller.join(30)
+        pool.close()
+    assert sum(t < NUDGE_LIMIT_S for t in took) >= NUDGE_TRIALS - 1, took

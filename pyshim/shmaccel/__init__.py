@@ -103,9 +103,14 @@ def double(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
     [2.0, 4.0]
     """
     pool = _default  # read without the lock: the common case, a live default pool
-    if pool is None or pool.closed:
+    if pool is None or pool._client.dead:  # pool.closed, without the property's call
         pool = default_pool()
-    return pool.double(data, out=out, timeout=timeout)
+    # Pool.double's zero-copy path, inlined: a small call takes about a microsecond, and each
+    # Python call on the way adds a tenth of one.
+    if out is not None and type(data) is SharedArray and type(out) is SharedArray:
+        pool._client.run("double", data, out, timeout)
+        return out
+    return pool.run("double", data, out=out, timeout=timeout)
 
 
 def square(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
@@ -124,10 +129,13 @@ def square(data: Any, *, out: Any = None, timeout: float | None = None) -> Any:
     Traceback (most recent call last):
     OverflowError: square of element 0 (4294967296) overflows int64
     """
-    pool = _default
-    if pool is None or pool.closed:
+    pool = _default  # as in double()
+    if pool is None or pool._client.dead:
         pool = default_pool()
-    return pool.square(data, out=out, timeout=timeout)
+    if out is not None and type(data) is SharedArray and type(out) is SharedArray:
+        pool._client.run("square", data, out, timeout)
+        return out
+    return pool.run("square", data, out=out, timeout=timeout)
 
 
 def empty(n: int, dtype: Any = "float64", *, pool: Pool | None = None) -> SharedArray:
