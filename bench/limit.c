@@ -25,6 +25,11 @@
  *   limit [N] [--repeats R] [--threads T] [--dtype int32|int64|float64] [--op square|double]
  *         [--serve]
  *   defaults: N = 10^7 elements, 7 repeats, one thread per CPU, float64, square
+ *
+ * Built with -shared -DLIMIT_LIBRARY it is instead a library with one function, limit_here(),
+ * that times one run over memory the caller already has: a benchmark passes a SharedArray's
+ * own pages, so that the limit and shmaccel read and write the very same memory (under a
+ * hypervisor, how fast a page is depends on how the host backs it, not only on the code).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -37,6 +42,12 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef LIMIT_LIBRARY
+/* The library uses the kernels and the threads, not the command line nor the printing. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-const-variable"
+#endif
 
 #define DEFAULT_COUNT 10000000L
 #define DEFAULT_REPEATS 7
@@ -116,6 +127,7 @@ typedef struct bench {
     int quit;     /* likewise: set instead of a task to end the helpers */
     /* --serve: helpers sleep on `wake` until `generation` moves, then meet at `ready`. */
     int serve;
+    int borrowed; /* limit_here: the caller's memory, already filled: not touched */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     unsigned generation;
@@ -345,7 +357,9 @@ helper_main(void *arg)
     bench *b = h->bench;
     unsigned seen = 0;
     pin_thread(h->cpu); /* best effort: unpinned, the figures are merely less reliable */
-    touch_share(b, h->index);
+    if (!b->borrowed) {
+        touch_share(b, h->index);
+    }
     spin_barrier_wait(&b->finish);
     for (;;) {
         if (b->serve) {
@@ -466,6 +480,73 @@ serve_tasks(bench *b)
     }
     return 0;
 }
+
+#ifdef LIMIT_LIBRARY
+int limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *op_name,
+               const char *task_name, unsigned threads, double *seconds);
+
+/* One timed run of task_name ("inplace": a op= a; "out": b = op(a); "memcpy") over `count`
+ * elements of dtype_name at a and b, on `threads` threads (0: one per CPU this process may run
+ * on), each pinned to its own CPU when there are enough. The threads are started and meet at
+ * a spin barrier before the clock starts; their start-up is not timed. Sets *seconds. Returns
+ * 0, -EINVAL (an unknown name, no memory, no elements) or -errno. Not thread-safe: one run at
+ * a time. */
+int
+limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *op_name,
+           const char *task_name, unsigned threads, double *seconds)
+{
+    static const char *const tasks[TASK_COUNT] = {"inplace", "out", "memcpy"};
+    bench lb = {.a = a, .b = b, .count = count, .borrowed = 1};
+    helper helpers[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int cpus[MAX_THREADS];
+    int dt, which, t;
+    unsigned started;
+
+    if (a == NULL || b == NULL || count == 0 || threads > MAX_THREADS
+        || parse_name(dtype_name, dtype_names, DTYPE_COUNT, &dt) != 0
+        || parse_name(op_name, op_names, OP_COUNT, &which) != 0
+        || parse_name(task_name, tasks, TASK_COUNT, &t) != 0) {
+        return -EINVAL;
+    }
+    if (threads == 0) {
+        cpu_set_t allowed;
+        threads = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
+                      ? (unsigned)CPU_COUNT(&allowed)
+                      : 1;
+    }
+    lb.threads = threads > count ? (unsigned)count : threads;
+    lb.itemsize = dtype_sizes[dt];
+    lb.inplace = inplace_kernels[which][dt];
+    lb.out = out_kernels[which][dt];
+    lb.start.parties = lb.finish.parties = lb.ready.parties = lb.threads;
+    /* The calling thread does share 0 on the CPU it is on (pinning it would outlast the call):
+     * the helpers take the others. */
+    if (choose_cpus(cpus, lb.threads)) {
+        int here = sched_getcpu();
+        for (unsigned i = 1; i < lb.threads; i++) {
+            if (cpus[i] == here) {
+                cpus[i] = cpus[0];
+                cpus[0] = here;
+            }
+        }
+    }
+    for (started = 1; started < lb.threads; started++) {
+        helpers[started] = (helper){.bench = &lb, .index = started, .cpu = cpus[started]};
+        int err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
+        if (err != 0) {
+            /* The barriers count on every thread: run on those that did start. */
+            lb.threads = lb.start.parties = lb.finish.parties = started;
+            break;
+        }
+    }
+    spin_barrier_wait(&lb.finish);
+    *seconds = timed_run(&lb, (task)t);
+    stop_helpers(&lb, started, tids);
+    return 0;
+}
+
+#else
 
 int
 main(int argc, char **argv)
@@ -622,3 +703,5 @@ out:
     }
     return rc;
 }
+
+#endif /* LIMIT_LIBRARY */

@@ -51,18 +51,33 @@ def _pct_of_limit(results: dict, method: str, limit: str, dtype: str) -> float |
     return value * 100 if value is not None else None
 
 
+def _limit(results: dict, task: str, dtype: str) -> str:
+    """The C limit that goal 1 compares with: the one over the SharedArrays' own memory
+    (c_limit_here_*) when the run has it at the largest size, else limit.c's own memory.
+    Under a hypervisor the same code runs at different speeds on different pages (how the
+    host backs them), and the SharedArrays' pages are the ones shmaccel must use."""
+    here = f"c_limit_here_{task}"
+    if _cell(results, here, dtype, _largest_n(results, dtype)) is not None:
+        return here
+    return f"c_limit_{task}"
+
+
 def _big_goals(results: dict) -> list[tuple[str, float | None, str, Callable[[float], bool]]]:
     n = _largest_n(results, "float64")
     size = f"10^{len(str(n)) - 1}" if n else "largest"
-    inplace = _pct_of_limit(results, "shmaccel_shared_inplace", "c_limit_inplace", "float64")
-    out = _pct_of_limit(results, "shmaccel_shared_out", "c_limit_out", "float64")
+    limit_in = _limit(results, "inplace", "float64")
+    inplace = _pct_of_limit(results, "shmaccel_shared_inplace", limit_in, "float64")
+    out = _pct_of_limit(results, "shmaccel_shared_out", _limit(results, "out", "float64"),
+                        "float64")
     vs_numpy = _ratio(_cell(results, "numpy_inplace", "float64", n),
                       _cell(results, "shmaccel_shared_inplace", "float64", n))
     bound = _ratio(_cell(results, "numpy_inplace", "float64", n),
-                   _cell(results, "c_limit_inplace", "float64", n))
+                   _cell(results, limit_in, "float64", n))
+    # The same against limit.c's own, freshly touched memory, for the record.
+    separate = _pct_of_limit(results, "shmaccel_shared_inplace", "c_limit_inplace", "float64")
     goals = [
-        (f"1. square {size} float64 SharedArray in place, % of the C limit", inplace, ">= 85 %",
-         lambda v: v >= 85),
+        (f"1. square {size} float64 SharedArray in place, % of the C limit ({limit_in})",
+         inplace, ">= 85 %", lambda v: v >= 85),
         ("1. same, speed-up over numpy in place", vs_numpy, ">= 1.5x", lambda v: v >= 1.5),
         # The most any code running this kernel on every core of this machine gains over
         # numpy's one thread: the C limit's own speed-up. Below 1.5x the goal above cannot
@@ -71,9 +86,12 @@ def _big_goals(results: dict) -> list[tuple[str, float | None, str, Callable[[fl
          ">= 1.5x", lambda v: v >= 1.5),
         (f"1. square {size} float64 SharedArray out=, % of the C limit", out, ">= 85 %",
          lambda v: v >= 85),
+        ("1. (diagnostic) in place, % of the C limit over limit.c's own memory", separate,
+         ">= 85 %", lambda v: v >= 85),
     ]
     for dtype in ("int32", "int64"):
-        mine = _pct_of_limit(results, "shmaccel_shared_inplace", "c_limit_inplace", dtype)
+        mine = _pct_of_limit(results, "shmaccel_shared_inplace", _limit(results, "inplace", dtype),
+                             dtype)
         goals.append((f"1. {dtype} in place, % of its C limit / float64's", _ratio(mine, inplace),
                       "0.9 - 1.1", lambda v: 0.9 <= v <= 1.1))
     return goals

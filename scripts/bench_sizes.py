@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    LimitHere,
     LimitServer,
     LoadMeter,
     build_c_programs,
@@ -66,6 +67,7 @@ LIST_MAX_N = 10**7  # a list of 10^8 numbers takes GBs and a minute per comprehe
 PROCESS_MIN_N = 10**4  # below, a process pool's round trip is all there is to see
 PROCESS_MAX_N = 10**7  # above, one map pickles GBs: 10+ s a call on this class of machine
 LIMIT_MIN_N = 10**5  # below, limit.c times its spin-barrier hand-off, not the kernel
+HERE_MIN_N = 10**7  # below, limit_here's thread start-up (tens of µs a call) shows
 
 # What a cell's calls are timed with: batches below FAST_CALL_S a call, single calls above
 # (taking turns with the other methods of the cell in that range), and only SLOW_REPEATS of
@@ -105,6 +107,10 @@ METHODS: dict[str, tuple[str, str]] = {
                     "peer"),
     "process_pool_executor": (("ProcessPoolExecutor(cores).map over cores chunks (pickled "
                                "in and out)"), "peer"),
+    "c_limit_here_inplace": (("C limit (bench/limit.c as a library) over the in-place "
+                              "SharedArray's own memory, all cores"), "limit"),
+    "c_limit_here_out": (("C limit (bench/limit.c as a library) over the out= SharedArrays' "
+                          "own memory, all cores"), "limit"),
     "c_limit_inplace": ("C limit (bench/limit.c), in place, all cores", "limit"),
     "c_limit_out": ("C limit (bench/limit.c), out of place, all cores", "limit"),
     "c_memcpy": ("C memcpy (bench/limit.c), all cores", "limit"),
@@ -226,8 +232,11 @@ def inplace_values(x: np.ndarray, op: str) -> np.ndarray:
     return np.ones_like(x) if op == "square" else np.zeros_like(x)
 
 
-def array_variants(pool: Any, op: str, x: np.ndarray, numexpr: Any) -> list[Variant]:
-    """The methods that work on arrays, all sharing the input x."""
+def array_variants(pool: Any, op: str, x: np.ndarray, numexpr: Any,
+                   here: LimitHere | None = None) -> list[Variant]:
+    """The methods that work on arrays, all sharing the input x; with `here`, the C limit over
+    the very SharedArrays that shmaccel's in-place and out= methods use, taking turns with
+    them."""
     run = getattr(pool, op)
     dtype = x.dtype.name
     second: Any = x if op == "square" else 2  # x*x or x*2
@@ -281,7 +290,31 @@ def array_variants(pool: Any, op: str, x: np.ndarray, numexpr: Any) -> list[Vari
         evaluate = partial(numexpr.evaluate, "x * x" if op == "square" else "x * 2",
                            local_dict={"x": x}, out=y)
         variants.append(Variant("numexpr", evaluate, evaluate))
+    if here is not None:
+        n, a_at, b_at, c_at = len(x), address(a), address(b), address(c)
+        here_inplace = partial(here.run, c_at, c_at, n, dtype, op, "inplace")
+        here_out = partial(here.run, a_at, b_at, n, dtype, op, "out")
+
+        def check_here_inplace() -> np.ndarray:
+            c_view[:] = x
+            here_inplace()
+            return c_view.copy()
+
+        def check_here_out() -> np.ndarray:
+            b_view[:] = 0
+            here_out()
+            return b_view.copy()
+
+        # Right after the shmaccel method over the same memory, so that the two take turns.
+        variants.insert(1, Variant("c_limit_here_inplace", check_here_inplace, here_inplace,
+                                   reset_c))
+        variants.insert(3, Variant("c_limit_here_out", check_here_out, here_out))
     return variants
+
+
+def address(shared: Any) -> int:
+    """The address of a SharedArray's first element (kept valid by the SharedArray)."""
+    return int(np.frombuffer(shared, dtype=np.uint8).ctypes.data)
 
 
 def list_variants(pool: Any, op: str, values: list) -> list[Variant]:
@@ -481,6 +514,14 @@ def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[s
         notes.append("numexpr not installed: no numexpr figures (pip install numexpr)")
     else:
         numexpr.set_num_threads(cores)
+    library = programs.get("limit_here.so")
+    here = LimitHere(library) if library is not None else None
+    for method in ("c_limit_here_inplace", "c_limit_here_out"):
+        if here is None:
+            skip(method, "bench/limit.c could not be built as a library (see the notes)")
+        elif any(n < HERE_MIN_N for n in sizes):
+            skip(method, f"timed from {power_of_ten(HERE_MIN_N)} elements: below, starting its "
+                 "threads (tens of µs a call) would weigh in")
     limit = programs.get("limit")
     if limit is None:
         for method in ("c_limit_inplace", "c_limit_out", "c_memcpy"):
@@ -531,14 +572,15 @@ def measure_sizes(shmaccel: Any, quick: bool, notes: list[str], programs: dict[s
                         progress.advance(f"sizes: left out {power_of_ten(n)} {dtype}",
                                          len(OPS))
                         continue
-                    measure_cell_group(shmaccel, pool, pools, numexpr, limit, n, dtype, plan,
-                                       notes, skip, add_all)
+                    measure_cell_group(shmaccel, pool, pools, numexpr, limit, here, n, dtype,
+                                       plan, notes, skip, add_all)
     return {"sizes": list(sizes), "dtypes": list(dtypes), "ops": list(OPS), "rows": rows,
             "skipped": skipped, "load": load, "config": config}
 
 
 def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: Any,
-                       limit: Path | None, n: int, dtype: str, plan: Plan, notes: list[str],
+                       limit: Path | None, here: LimitHere | None, n: int, dtype: str,
+                       plan: Plan, notes: list[str],
                        skip: Callable[[str, str], None],
                        add_all: Callable[[dict[str, dict], str, str, int], None]) -> None:
     """Both ops at one size and dtype: the array methods (with the C limit run after each of
@@ -549,7 +591,7 @@ def measure_cell_group(shmaccel: Any, pool: Any, pools: ProcessPools, numexpr: A
     for op in OPS:
         cell = f"{op} of {size} {dtype}"
         expected = x * x if op == "square" else x * 2
-        variants = array_variants(pool, op, x, numexpr)
+        variants = array_variants(pool, op, x, numexpr, here if n >= HERE_MIN_N else None)
         rounds = (LimitRounds(limit, n, dtype, op, plan, notes)
                   if limit is not None and n >= LIMIT_MIN_N else None)
         with rounds or contextlib.nullcontext():

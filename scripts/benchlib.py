@@ -37,6 +37,9 @@ C_FLAGS = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-pthread", "-Wall", "-Wextra"]
 # bench/ programs that link the C library, built by their own section (bench_steady.py).
 SEPARATELY_BUILT = {"steady"}
 
+# Shared libraries built from a bench/ source as well: name -> (source stem, extra flags).
+LIBRARIES = {"limit_here.so": ("limit", ["-shared", "-fPIC", "-DLIMIT_LIBRARY"])}
+
 
 # -- progress ---------------------------------------------------------------------------------
 
@@ -119,20 +122,23 @@ def time_round_robin(variants: dict[str, Callable[[], Any]], repeats: int,
 # -- the C yardsticks -------------------------------------------------------------------------
 
 def build_c_programs(notes: list[str]) -> dict[str, Path]:
-    """Compiles each bench/*.c into build/bench/ when its source is newer than the program.
-    Returns the programs that are up to date afterwards, by name; failures become notes."""
+    """Compiles each bench/*.c into build/bench/ when its source is newer than the program,
+    and the LIBRARIES. Returns the programs that are up to date afterwards, by name ("limit",
+    "limit_here.so"...); failures become notes."""
     cc = os.environ.get("CC") or "cc"
     compiler_missing = False
     programs = {}
     BENCH_BUILD.mkdir(parents=True, exist_ok=True)
-    for source in sorted(BENCH_SRC.glob("*.c")):
-        if source.stem in SEPARATELY_BUILT:
-            continue
-        program = BENCH_BUILD / source.stem
+    targets: list[tuple[str, Path, list[str]]] = [
+        (source.stem, source, []) for source in sorted(BENCH_SRC.glob("*.c"))
+        if source.stem not in SEPARATELY_BUILT]
+    targets += [(name, BENCH_SRC / f"{stem}.c", flags) for name, (stem, flags) in LIBRARIES.items()]
+    for name, source, flags in targets:
+        program = BENCH_BUILD / name
         if not program.exists() or source.stat().st_mtime > program.stat().st_mtime:
             if compiler_missing:
                 continue
-            command = [cc, *C_FLAGS, "-o", str(program), str(source)]
+            command = [cc, *C_FLAGS, *flags, "-o", str(program), str(source)]
             run_progress().note(f"  building {program.relative_to(ROOT)}: {' '.join(command)}")
             try:
                 result = subprocess.run(command, check=False, capture_output=True, text=True)
@@ -144,7 +150,7 @@ def build_c_programs(notes: list[str]) -> dict[str, Path]:
             if result.returncode != 0:
                 notes.append(f"building {source.name} failed, left out:\n{result.stderr.strip()}")
                 continue
-        programs[source.stem] = program
+        programs[name] = program
     return programs
 
 
@@ -164,6 +170,32 @@ def run_c_program(program: Path, args: list[str], notes: list[str]) -> dict | No
     except json.JSONDecodeError as e:
         notes.append(f"{program.name} printed no valid JSON: {e}")
         return None
+
+
+class LimitHere:
+    """limit_here() of build/bench/limit_here.so (bench/limit.c as a library): the C limit
+    timed over memory this process already has, such as a SharedArray's own pages, so that
+    it and shmaccel read and write the same memory. run() returns the seconds of one run (the
+    threads' start-up not included); the GIL is released meanwhile (ctypes)."""
+
+    def __init__(self, library: Path) -> None:
+        import ctypes
+        self._ctypes = ctypes
+        self._fn = ctypes.CDLL(str(library)).limit_here
+        self._fn.restype = ctypes.c_int
+        self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                             ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint,
+                             ctypes.POINTER(ctypes.c_double)]
+
+    def run(self, a: int, b: int, n: int, dtype: str, op: str, task: str) -> float:
+        """One run of `task` ("inplace": a = op(a); "out": b = op(a)) over n elements at the
+        addresses a and b. Raises OSError on failure."""
+        seconds = self._ctypes.c_double()
+        err = self._fn(a, b, n, dtype.encode(), op.encode(), task.encode(), 0,
+                       self._ctypes.byref(seconds))
+        if err != 0:
+            raise OSError(-err, f"limit_here({dtype}, {op}, {task}) failed")
+        return seconds.value
 
 
 class LimitServer:

@@ -118,3 +118,19 @@ def test_a_slow_in_place_check_does_not_make_its_method_very_slow():
     # the very slow group's SLOW_REPEATS.
     assert bench_sizes.QUICK.max_repeats > bench_sizes.SLOW_REPEATS
     assert figures["shmaccel_shared_inplace"]["n"] == bench_sizes.QUICK.max_repeats
+
+
+def test_limit_here_computes_over_memory_it_is_given():
+    notes: list[str] = []
+    library = benchlib.build_c_programs(notes).get("limit_here.so")
+    assert library is not None, notes
+    here = benchlib.LimitHere(library)
+    x = np.arange(N, dtype=np.int64) - N // 2
+    y = np.zeros(N, dtype=np.int64)
+    seconds = here.run(x.ctypes.data, y.ctypes.data, N, "int64", "square", "out")
+    assert seconds > 0
+    assert np.array_equal(y, x * x)
+    here.run(x.ctypes.data, x.ctypes.data, N, "int64", "double", "inplace")
+    assert np.array_equal(x, (np.arange(N, dtype=np.int64) - N // 2) * 2)
+    with pytest.raises(OSError):
+        here.run(x.ctypes.data, y.ctypes.data, N, "int16", "square", "out")
