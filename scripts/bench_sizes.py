@@ -128,7 +128,7 @@ class Plan:
     max_repeats: int  # and at most
 
 
-FULL = Plan(sizes=SIZES, cell_s=0.3, batches=7, min_repeats=5, max_repeats=15)
+FULL = Plan(sizes=SIZES, cell_s=0.3, batches=7, min_repeats=9, max_repeats=15)
 QUICK = Plan(sizes=QUICK_SIZES, cell_s=0.03, batches=3, min_repeats=3, max_repeats=5)
 
 
