@@ -167,9 +167,9 @@ class Case:
 
 def planned_steps(quick: bool, cases: int = 2 * len(SIZES) * len(THREAD_COUNTS)) -> int:
     """Progress steps of the section: every case (two impls at every size and thread count)
-    in every repeat, the diagnostic's repeats, the GIL repeats."""
+    in every repeat, the diagnostic's and the GIL bound's repeats, the GIL repeats."""
     plan = QUICK if quick else FULL
-    return plan.repeats * (cases + 1) + plan.gil_repeats
+    return plan.repeats * (cases + 2) + plan.gil_repeats
 
 
 def make_cases(pool: Any) -> list[Case]:
@@ -197,10 +197,10 @@ def make_cases(pool: Any) -> list[Case]:
 
 
 def measure_threads(shmaccel: Any, plan: Plan, notes: list[str],
-                    worker_pids: list[int]) -> list[Case]:
+                    worker_pids: list[int]) -> tuple[list[Case], dict | None]:
     """Every impl, thread count and size, the cases taking turns within each repeat. The
     default pool is closed on the way out (as scripts/bench.py does), its worker's pid added to
-    `worker_pids` when it is private."""
+    `worker_pids` when it is private. Also returns goal 4's bound (measure_gil_bound)."""
     with shmaccel.default_pool() as pool:
         if pool.name is None:  # a named pool ($SHMACCEL_POOL) is not ours to stop
             worker_pids.append(pool.worker_pid)
@@ -228,16 +228,58 @@ def measure_threads(shmaccel: Any, plan: Plan, notes: list[str],
                 progress.advance(f"concurrency: repeat {repeat + 1}/{plan.repeats}: "
                                  f"{case.impl}, {case.threads} threads, n={case.n}")
         diagnose_switch_interval(cases, plan, notes)
+        gil_bound = measure_gil_bound(cases, plan)
         # The operands hold the pool's arena (numpy views, SharedArrays in the partials):
         # dropped before the pool closes, so that the arena goes with it.
         for case in cases:
             case.calls.clear()
             case.outputs.clear()
-    return cases
+    return cases, gil_bound
 
 
 # CPython's GIL switch interval for the diagnostic run (the default is 5 ms).
 DIAGNOSTIC_SWITCH_INTERVAL_S = 0.05
+
+
+def python_work(iterations: int) -> None:
+    """Pure-Python work that holds the GIL throughout: the GIL bound's stand-in for a call."""
+    for _ in range(iterations):
+        pass
+
+
+def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
+    """Goal 4's bound in this run: pure-Python work as long as one 10^3 shmaccel call (on
+    one thread), from 1 thread and from the most threads, taking turns. Such work holds the
+    GIL throughout, so its many threads can do at most what one does, which on C cores is
+    100/C % of "1-thread rate x cores"; what CPython's switching between them costs comes
+    off that. A small shmaccel call keeps the GIL too (a hand-off costs more than the call,
+    see pyshim/ext/client.c), so this is its ceiling. Returns {"iterations", "call_s",
+    "rates": {threads: summary of calls/s}, "pct_of_1_thread_x_cores"}, or None."""
+    single = next((c for c in cases if (c.impl, c.threads, c.n) == ("shmaccel", 1, SIZES[0])),
+                  None)
+    if single is None or not single.rates:
+        return None
+    call_s = 1 / statistics.median(single.rates)
+    probe = 10_000
+    start = time.perf_counter()
+    for _ in range(20):
+        python_work(probe)
+    per_iteration = (time.perf_counter() - start) / (20 * probe)
+    iterations = max(1, round(call_s / per_iteration))
+    work = partial(python_work, iterations)
+    counts = (1, max(THREAD_COUNTS))
+    rates: dict[int, list[float]] = {t: [] for t in counts}
+    for repeat in range(plan.repeats):
+        for threads in counts:
+            rate, _ = run_case([work] * threads, plan.cell_s)
+            rates[threads].append(rate)
+        run_progress().advance(f"concurrency: GIL bound {repeat + 1}/{plan.repeats}: "
+                               f"pure Python as long as a call, 1 and {counts[1]} threads")
+    cores = len(os.sched_getaffinity(0))
+    return {"iterations": iterations, "call_s": call_s,
+            "rates": {str(t): summary(r) for t, r in rates.items()},
+            "pct_of_1_thread_x_cores": 100 * statistics.median(rates[counts[1]])
+            / (statistics.median(rates[1]) * cores)}
 
 
 def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) -> None:
@@ -436,7 +478,7 @@ def measure_concurrency(shmaccel: Any, quick: bool, notes: list[str],
     load = {} if load is None else load
     worker_pids: list[int] = []
     with LoadMeter(load, "concurrency_threads"):
-        cases = measure_threads(shmaccel, plan, notes, worker_pids)
+        cases, gil_bound = measure_threads(shmaccel, plan, notes, worker_pids)
     rows = [case_row(case) for case in cases]
     with LoadMeter(load, "concurrency_gil"):
         gil = measure_gil(shmaccel, plan, notes, worker_pids)
@@ -463,6 +505,7 @@ def measure_concurrency(shmaccel: Any, quick: bool, notes: list[str],
         "single_thread_calls_per_s": single,
         "goal_64_threads_pct": (100 * rate("shmaccel", max(THREAD_COUNTS), SIZES[0])
                                 / (single[str(SIZES[0])] * cores)),
+        "gil_bound": gil_bound,
         "gil": gil,
     }
 
