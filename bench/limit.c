@@ -535,9 +535,13 @@ limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *o
         helpers[started] = (helper){.bench = &lb, .index = started, .cpu = cpus[started]};
         int err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
         if (err != 0) {
-            /* The barriers count on every thread: run on those that did start. */
-            lb.threads = lb.start.parties = lb.finish.parties = started;
-            break;
+            /* The helpers that did start wait at `finish` for all of them; let them in through
+             * a barrier of their own count, end them, and time nothing on fewer threads. */
+            lb.threads = started;
+            lb.start.parties = lb.finish.parties = lb.ready.parties = started;
+            spin_barrier_wait(&lb.finish);
+            stop_helpers(&lb, started, tids);
+            return -err;
         }
     }
     spin_barrier_wait(&lb.finish);

@@ -271,11 +271,11 @@ sa_wait(sa_client *c, const sa_ticket *t, int64_t wait_ns)
         sa__spin_step(&steps);
     }
 
-    /* A request still unclaimed after SPIN_MAX_NS was counted on a spinner (see pool.c
+    /* A request still unclaimed SPIN_MAX_NS into this wait was counted on a spinner (see pool.c
      * spin_step: it skipped the post at submission) that is descheduled or busy: one post then
      * wakes a sleeping pool thread for it. Only then: a post that races a spinner about to
      * claim the request wakes a thread that takes a CPU from the client or the spinner. */
-    int nudged = 0;
+    int nudged = atomic_load(&slot->state) != sa_slot_word(t->generation, SA_SLOT_SUBMITTED);
     for (;;) {
         uint64_t until = !nudged && start + SPIN_MAX_NS < deadline ? start + SPIN_MAX_NS : deadline;
         int err = sem_wait_until(c, &slot->done, until);

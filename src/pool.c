@@ -475,8 +475,9 @@ any_pending(sa__worker *w)
  * less than waking a thread would, and a client that submits meanwhile (a back-to-back
  * caller's next call) waits that long for the spinner instead of paying a futex post and
  * rousing a thread that would take its CPU. If more submissions wait already, one post
- * wakes a helper. (A client that has to block posts anyway, see client_req.c sa_wait, so
- * a spinner descheduled in the middle delays nobody for long.)
+ * wakes a helper. (A client that blocks on its request posts when nobody has claimed it 50 us
+ * into its wait, see client_req.c sa_wait, so a spinner descheduled in the middle delays it
+ * by a wake-up; a poller such as a future waits for the idle threads' rescan instead.)
  *
  * Anything bigger, or a chunk of a big request, and the spinner stops announcing itself
  * first: clients post to `wake` and count their submission again, so requests arriving while
@@ -499,7 +500,11 @@ spin_step(sa__worker *w)
             if (any_pending(w)) {
                 sa__announce_submission(w->ctl);
             }
+            /* Straight through, without serving new requests between its slices: they would
+             * stretch the time the announcement is on beyond this one small request. */
+            tl_serving_new = 1;
             run_prepared(w, job, 0);
+            tl_serving_new = 0;
             return 1;
         }
     }
