@@ -63,6 +63,8 @@ typedef enum task { TASK_INPLACE, TASK_OUT, TASK_MEMCPY, TASK_COUNT } task;
 /* The JSON keys are "<op>_<suffix>_s" and "<op>_<suffix>_gbs" for the op's tasks (for the
  * default op the keys bench.py reads: "square_out_gbs", ...), "memcpy_s" and "memcpy_gbs". */
 static const char *const task_suffixes[TASK_COUNT] = {"inplace", "out", NULL};
+/* The tasks as --serve and limit_here() name them. */
+static const char *const task_names[TASK_COUNT] = {"inplace", "out", "memcpy"};
 
 /* X(name, element type, type the expression is computed in): the DTYPE_LIST rows of
  * src/kernels.c for the dtypes measured here. */
@@ -444,6 +446,36 @@ map_shared(size_t bytes, unsigned char **out)
     return 0;
 }
 
+/* Sets up b for `threads` threads running op `which` on dtype dt: sizes, kernels, barriers. */
+static void
+use_kernels(bench *b, unsigned threads, int dt, int which)
+{
+    b->threads = threads;
+    b->itemsize = dtype_sizes[dt];
+    b->inplace = inplace_kernels[which][dt];
+    b->out = out_kernels[which][dt];
+    b->fill = fills[dt];
+    b->start.parties = b->finish.parties = b->ready.parties = threads;
+}
+
+/* Starts helpers 1 .. b->threads - 1, helper i pinned to cpus[i]. Returns how many threads
+ * there are with the caller (b->threads unless pthread_create failed: then *err is its code
+ * and the helpers started wait at `finish` for the others). */
+static unsigned
+start_helpers(bench *b, helper *helpers, pthread_t *tids, const int *cpus, int *err)
+{
+    unsigned started;
+    *err = 0;
+    for (started = 1; started < b->threads; started++) {
+        helpers[started] = (helper){.bench = b, .index = started, .cpu = cpus[started]};
+        *err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
+        if (*err != 0) {
+            break;
+        }
+    }
+    return started;
+}
+
 /* Ends the helper threads (started - 1 of them) and joins them. */
 static void
 stop_helpers(bench *b, unsigned started, pthread_t *tids)
@@ -463,12 +495,11 @@ stop_helpers(bench *b, unsigned started, pthread_t *tids)
 static int
 serve_tasks(bench *b)
 {
-    static const char *const names[TASK_COUNT] = {"inplace", "out", "memcpy"};
     char line[64];
     while (fgets(line, sizeof(line), stdin) != NULL) {
         line[strcspn(line, "\r\n")] = '\0';
         int t;
-        if (parse_name(line, names, TASK_COUNT, &t) != 0) {
+        if (parse_name(line, task_names, TASK_COUNT, &t) != 0) {
             fprintf(stderr, "limit: unknown task \"%s\" (inplace, out or memcpy)\n", line);
             return 2;
         }
@@ -495,18 +526,17 @@ int
 limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *op_name,
            const char *task_name, unsigned threads, double *seconds)
 {
-    static const char *const tasks[TASK_COUNT] = {"inplace", "out", "memcpy"};
     bench lb = {.a = a, .b = b, .count = count, .borrowed = 1};
     helper helpers[MAX_THREADS];
     pthread_t tids[MAX_THREADS];
     int cpus[MAX_THREADS];
-    int dt, which, t;
+    int dt, which, t, err;
     unsigned started;
 
     if (a == NULL || b == NULL || count == 0 || threads > MAX_THREADS
         || parse_name(dtype_name, dtype_names, DTYPE_COUNT, &dt) != 0
         || parse_name(op_name, op_names, OP_COUNT, &which) != 0
-        || parse_name(task_name, tasks, TASK_COUNT, &t) != 0) {
+        || parse_name(task_name, task_names, TASK_COUNT, &t) != 0) {
         return -EINVAL;
     }
     if (threads == 0) {
@@ -515,11 +545,7 @@ limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *o
                       ? (unsigned)CPU_COUNT(&allowed)
                       : 1;
     }
-    lb.threads = threads > count ? (unsigned)count : threads;
-    lb.itemsize = dtype_sizes[dt];
-    lb.inplace = inplace_kernels[which][dt];
-    lb.out = out_kernels[which][dt];
-    lb.start.parties = lb.finish.parties = lb.ready.parties = lb.threads;
+    use_kernels(&lb, threads > count ? (unsigned)count : threads, dt, which);
     /* The calling thread does share 0 on the CPU it is on (pinning it would outlast the call):
      * the helpers take the others. */
     if (choose_cpus(cpus, lb.threads)) {
@@ -531,18 +557,15 @@ limit_here(void *a, void *b, size_t count, const char *dtype_name, const char *o
             }
         }
     }
-    for (started = 1; started < lb.threads; started++) {
-        helpers[started] = (helper){.bench = &lb, .index = started, .cpu = cpus[started]};
-        int err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
-        if (err != 0) {
-            /* The helpers that did start wait at `finish` for all of them; let them in through
-             * a barrier of their own count, end them, and time nothing on fewer threads. */
-            lb.threads = started;
-            lb.start.parties = lb.finish.parties = lb.ready.parties = started;
-            spin_barrier_wait(&lb.finish);
-            stop_helpers(&lb, started, tids);
-            return -err;
-        }
+    started = start_helpers(&lb, helpers, tids, cpus, &err);
+    if (err != 0) {
+        /* Let the helpers that did start in through a barrier of their own count, end them,
+         * and time nothing on fewer threads. */
+        lb.threads = started;
+        lb.start.parties = lb.finish.parties = lb.ready.parties = started;
+        spin_barrier_wait(&lb.finish);
+        stop_helpers(&lb, started, tids);
+        return -err;
     }
     spin_barrier_wait(&lb.finish);
     *seconds = timed_run(&lb, (task)t);
@@ -600,11 +623,7 @@ main(int argc, char **argv)
         threads = count;
     }
     b.count = (size_t)count;
-    b.threads = (unsigned)threads;
-    b.itemsize = dtype_sizes[dt];
-    b.inplace = inplace_kernels[which][dt];
-    b.out = out_kernels[which][dt];
-    b.fill = fills[dt];
+    use_kernels(&b, (unsigned)threads, dt, which);
     bytes_per_elem = 2.0 * (double)b.itemsize;
     bytes = b.count * b.itemsize;
 
@@ -629,19 +648,15 @@ main(int argc, char **argv)
     if (err != 0) {
         goto out;
     }
-    b.start.parties = b.finish.parties = b.ready.parties = b.threads;
     pthread_mutex_init(&b.lock, NULL);
     pthread_cond_init(&b.wake, NULL);
     pinned = choose_cpus(cpus, b.threads);
     pin_thread(cpus[0]);
-    for (started = 1; started < b.threads; started++) {
-        helpers[started] = (helper){.bench = &b, .index = started, .cpu = cpus[started]};
-        err = pthread_create(&tids[started], NULL, helper_main, &helpers[started]);
-        if (err != 0) {
-            /* The barriers count on every thread: without them all, none can be passed. */
-            fprintf(stderr, "limit: pthread_create: %s\n", strerror(err));
-            _exit(1);
-        }
+    started = start_helpers(&b, helpers, tids, cpus, &err);
+    if (err != 0) {
+        /* The barriers count on every thread: without them all, none can be passed. */
+        fprintf(stderr, "limit: pthread_create: %s\n", strerror(err));
+        _exit(1);
     }
     touch_share(&b, 0);
     spin_barrier_wait(&b.finish);

@@ -378,14 +378,11 @@ class LimitSampler:
     in place last, right before the next round's first calls. Close it (a context manager)
     to stop the servers."""
 
-    ORDER = ("memcpy", "out", "inplace")
     KEYS = {"inplace": "square_inplace_gbs", "out": "square_out_gbs", "memcpy": "memcpy_gbs"}
 
     def __init__(self, program: Path | None, n: int, notes: list[str]) -> None:
         self.program, self.n, self.notes = program, n, notes
         self.servers: dict[str, LimitServer] = {}
-        self.seconds: dict[str, dict[str, list[float]]] = {
-            name: {task: [] for task in self.ORDER} for name in ("all", "one")}
 
     def __call__(self) -> None:
         if self.program is None:
@@ -394,24 +391,20 @@ class LimitSampler:
             for name, extra in (("all", []), ("one", ["--threads", "1"])):
                 self.servers[name] = LimitServer(self.program, [str(self.n), *extra],
                                                  self.notes)
-        for name, server in self.servers.items():
-            for task in self.ORDER:
-                seconds = server.sample(task)
-                if seconds is not None:
-                    self.seconds[name][task].append(seconds)
+        for server in self.servers.values():
+            server.sample_round()
 
     def result(self, name: str) -> dict:
         """For the runs on all CPUs ("all") or one ("one"): per key, the summary of GB/s
         over the samples, plus the thread count and whether the threads were pinned."""
-        samples = self.seconds[name]
-        if not samples["inplace"] or name not in self.servers:
+        server = self.servers.get(name)
+        if server is None or not server.samples["inplace"]:
             return {}
         gb = BYTES_PER_ELEM * self.n / 1e9
         out: dict = {self.KEYS[task]: summary([gb / s for s in values])
-                     for task, values in samples.items() if values}
-        info = self.servers[name].info
-        out["threads"] = info.get("threads")
-        out["pinned"] = bool(info.get("pinned"))
+                     for task, values in server.samples.items() if values}
+        out["threads"] = server.info.get("threads")
+        out["pinned"] = bool(server.info.get("pinned"))
         return out
 
     def __enter__(self) -> LimitSampler:

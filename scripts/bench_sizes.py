@@ -426,7 +426,6 @@ class LimitRounds:
     within minutes) then moves the limit and the methods alike. Close it (a context manager)
     to stop the server."""
 
-    ORDER = ("memcpy", "out", "inplace")
     METHODS = {"inplace": "c_limit_inplace", "out": "c_limit_out", "memcpy": "c_memcpy"}
 
     def __init__(self, program: Path, n: int, dtype: str, op: str, plan: Plan,
@@ -434,32 +433,26 @@ class LimitRounds:
         self.program, self.n, self.plan, self.notes = program, n, plan, notes
         self.args = [str(n), "--dtype", dtype, "--op", op]
         self.guess_s = 2 * np.dtype(dtype).itemsize * n / (LIMIT_GUESS_GBS * 1e9)
-        self.samples: dict[str, list[float]] = {task: [] for task in self.ORDER}
         self.server: LimitServer | None = None
 
-    def _sample_all(self) -> None:
+    def __call__(self) -> None:
         if self.server is None:
             self.server = LimitServer(self.program, self.args, self.notes)
             if self.server.info.get("ready") and not self.server.info.get("pinned"):
                 self.notes.append(f"limit.c could not pin its threads one per CPU at "
                                   f"n={self.n}: its figures may be low")
-        for task in self.ORDER:
-            seconds = self.server.sample(task)
-            if seconds is not None:
-                self.samples[task].append(seconds)
-
-    def __call__(self) -> None:
-        self._sample_all()
+        self.server.sample_round()
 
     def rows(self) -> list[tuple[str, dict]]:
         """(method, benchlib.summary() of seconds per run) of the three tasks."""
-        if not self.samples["inplace"]:
+        if self.server is None or not self.server.samples["inplace"]:
             repeats = min(max(round(self.plan.cell_s / self.guess_s), self.plan.min_repeats),
                           LIMIT_MAX_REPEATS)
             for _ in range(repeats):
-                self._sample_all()
+                self()
+        assert self.server is not None
         return [(self.METHODS[task], summary(values))
-                for task, values in self.samples.items() if values]
+                for task, values in self.server.samples.items() if values]
 
     def __enter__(self) -> LimitRounds:
         return self

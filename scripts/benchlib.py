@@ -203,14 +203,19 @@ class LimitServer:
     timed run at a time right between its own calls (a moment apart from what it bounds,
     rather than a process start and 2n elements of fresh memory apart). `sample(task)` returns
     the seconds of one run of "inplace", "out" or "memcpy", or None once the program failed
-    (with a note). Its threads sleep between samples. Use it as a context manager, or close()."""
+    (with a note); `sample_round()` takes one of each task into `samples`. Its threads sleep
+    between samples. Use it as a context manager, or close()."""
 
     TASKS = ("inplace", "out", "memcpy")
+    # sample_round()'s order: in place last, right before the next round's first call, which
+    # is shmaccel in place in both users (bench.py and bench_sizes.py).
+    ROUND_ORDER = ("memcpy", "out", "inplace")
     TIMEOUT_S = 120
 
     def __init__(self, program: Path, args: list[str], notes: list[str]) -> None:
         self.notes = notes
         self.info: dict = {}
+        self.samples: dict[str, list[float]] = {task: [] for task in self.TASKS}
         self.proc: subprocess.Popen[str] | None = None
         try:
             self.proc = subprocess.Popen([str(program), *args, "--serve"], text=True,
@@ -252,6 +257,13 @@ class LimitServer:
         except (OSError, ValueError):
             self._fail(f"limit.c --serve stopped answering ({task})")
             return None
+
+    def sample_round(self) -> None:
+        """One sample of every task, kept in `samples` (a failed one is left out)."""
+        for task in self.ROUND_ORDER:
+            seconds = self.sample(task)
+            if seconds is not None:
+                self.samples[task].append(seconds)
 
     def close(self) -> None:
         if self.proc is None:
