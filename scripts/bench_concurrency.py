@@ -247,14 +247,51 @@ def python_work(iterations: int) -> None:
         pass
 
 
+# Lock ping-pong round trips per sample of the GIL hand-off's cost, and samples per repeat.
+HANDOFF_ROUNDS = 5000
+
+
+def gil_handoff_s(rounds: int = HANDOFF_ROUNDS) -> float:
+    """The time it takes one Python thread to hand the GIL to another that sleeps: two
+    threads pass a token through two locks, so every pass wakes a thread that must then take
+    the GIL. Returns seconds per pass (half a round trip)."""
+    ping, pong = threading.Lock(), threading.Lock()
+    ping.acquire()
+    pong.acquire()
+
+    def other() -> None:
+        for _ in range(rounds):
+            ping.acquire()
+            pong.release()
+
+    thread = threading.Thread(target=other, name="bench-handoff", daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        ping.release()
+        pong.acquire()
+    elapsed = time.perf_counter() - start
+    thread.join(JOIN_TIMEOUT_S)
+    return elapsed / (2 * rounds)
+
+
 def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
-    """Goal 4's bound in this run: pure-Python work as long as one 10^3 shmaccel call (on
-    one thread), from 1 thread and from the most threads, taking turns. Such work holds the
-    GIL throughout, so its many threads can do at most what one does, which on C cores is
-    100/C % of "1-thread rate x cores"; what CPython's switching between them costs comes
-    off that. A small shmaccel call keeps the GIL too (a hand-off costs more than the call,
-    see pyshim/ext/client.c), so this is its ceiling. Returns {"iterations", "call_s",
-    "rates": {threads: summary of calls/s}, "pct_of_1_thread_x_cores"}, or None."""
+    """Goal 4's bound in this run, in two parts, one per way a call can treat the GIL.
+
+    Keeping it: pure-Python work as long as one 10^3 shmaccel call (on one thread), from 1
+    thread and from the most threads, taking turns. Such work holds the GIL throughout, so
+    its many threads can do at most what one does, which on C cores is 100/C % of "1-thread
+    rate x cores"; what CPython's switching between them costs comes off that. A call that
+    keeps the GIL while it waits can do no better ("pct_of_1_thread_x_cores").
+
+    Releasing it: while one thread waits with the GIL released, another may run, but only
+    after a hand-off to a thread that sleeps in CPython's GIL wait, which costs a wake-up.
+    "handoff_s" is that cost (gil_handoff_s), "handoff_calls" how many whole calls it is
+    worth: above 1, a call that releases the GIL costs the GIL more time than one that keeps
+    it, so overlapping calls cannot lift the 64-thread rate above the first bound.
+
+    Returns {"iterations", "call_s", "rates": {threads: summary of calls/s},
+    "pct_of_1_thread_x_cores", "handoff_s": summary, "handoff_calls"}, or None."""
     single = next((c for c in cases if (c.impl, c.threads, c.n) == ("shmaccel", 1, SIZES[0])),
                   None)
     if single is None or not single.rates:
@@ -269,17 +306,22 @@ def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
     work = partial(python_work, iterations)
     counts = (1, max(THREAD_COUNTS))
     rates: dict[int, list[float]] = {t: [] for t in counts}
+    handoffs: list[float] = []
     for repeat in range(plan.repeats):
         for threads in counts:
             rate, _ = run_case([work] * threads, plan.cell_s)
             rates[threads].append(rate)
+        handoffs.append(gil_handoff_s())
         run_progress().advance(f"concurrency: GIL bound {repeat + 1}/{plan.repeats}: "
-                               f"pure Python as long as a call, 1 and {counts[1]} threads")
+                               f"pure Python as long as a call, 1 and {counts[1]} threads; "
+                               "a GIL hand-off")
     cores = len(os.sched_getaffinity(0))
     return {"iterations": iterations, "call_s": call_s,
             "rates": {str(t): summary(r) for t, r in rates.items()},
             "pct_of_1_thread_x_cores": 100 * statistics.median(rates[counts[1]])
-            / (statistics.median(rates[1]) * cores)}
+            / (statistics.median(rates[1]) * cores),
+            "handoff_s": summary(handoffs),
+            "handoff_calls": statistics.median(handoffs) / call_s}
 
 
 def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) -> None:
@@ -534,6 +576,13 @@ def report(results: dict) -> str:
     lines.append(f"- {max(THREAD_COUNTS)} threads at 1e3: "
                  f"{fmt(results['goal_64_threads_pct'])}% of one thread's rate x "
                  f"{results['cores']} cores")
+    bound = results.get("gil_bound")
+    if bound:
+        lines.append(f"- bound: pure-Python work as long as a call, {max(THREAD_COUNTS)} threads: "
+                     f"{fmt(bound['pct_of_1_thread_x_cores'])}% of one thread's rate x "
+                     f"{results['cores']} cores; a GIL hand-off to a sleeping thread took "
+                     f"{fmt(bound['handoff_s']['median'] * 1e6)} µs, "
+                     f"{fmt(bound['handoff_calls'])} calls' time")
     lines.append(f"- GIL: a pure-Python counter ran at {fmt(gil['pct_of_solo'])}% of its solo "
                  f"rate ({fmt(gil['during_rate']['median'])} vs "
                  f"{fmt(gil['solo_rate']['median'])} /s) while {gil['waiting_threads']} "
