@@ -247,81 +247,116 @@ def python_work(iterations: int) -> None:
         pass
 
 
-# Lock ping-pong round trips per sample of the GIL hand-off's cost, and samples per repeat.
+# Lock ping-pong round trips per sample of a hand-off's cost.
 HANDOFF_ROUNDS = 5000
 
 
-def gil_handoff_s(rounds: int = HANDOFF_ROUNDS) -> float:
-    """The time it takes one Python thread to hand the GIL to another that sleeps: two
-    threads pass a token through two locks, so every pass wakes a thread that must then take
-    the GIL. Returns seconds per pass (half a round trip)."""
+def handoff_s(same_cpu: bool, rounds: int = HANDOFF_ROUNDS) -> float:
+    """What it costs one Python thread to let another, which sleeps, run Python: two threads
+    pass a token through two locks, so every pass wakes a sleeping thread that must then take
+    the GIL. With `same_cpu` both threads are pinned to one CPU (the case of a machine whose
+    CPUs are all busy: the woken thread gets the waker's), else they run where the kernel puts
+    them (an idle CPU's wake-up). Returns seconds per pass (half a round trip)."""
     ping, pong = threading.Lock(), threading.Lock()
     ping.acquire()
     pong.acquire()
+    main_cpus = os.sched_getaffinity(0)
+    cpu = {min(main_cpus)}
 
     def other() -> None:
+        if same_cpu:
+            os.sched_setaffinity(0, cpu)  # this thread only (Linux)
         for _ in range(rounds):
             ping.acquire()
             pong.release()
 
     thread = threading.Thread(target=other, name="bench-handoff", daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    for _ in range(rounds):
-        ping.release()
-        pong.acquire()
-    elapsed = time.perf_counter() - start
+    if same_cpu:
+        os.sched_setaffinity(0, cpu)
+    try:
+        thread.start()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            ping.release()
+            pong.acquire()
+        elapsed = time.perf_counter() - start
+    finally:
+        if same_cpu:
+            os.sched_setaffinity(0, main_cpus)
     thread.join(JOIN_TIMEOUT_S)
+    if thread.is_alive():
+        raise RuntimeError(f"{thread.name} still running {JOIN_TIMEOUT_S} s after its end")
     return elapsed / (2 * rounds)
 
 
+def work_as_long_as(call_s: float, seconds: float) -> int:
+    """The python_work iterations whose calls, timed as run_case times a call (the same loop
+    around it), take `call_s` each on one thread: fitted from two short runs."""
+    def per_call(iterations: int) -> float:
+        rate, _ = run_case([partial(python_work, iterations)], seconds)
+        return 1 / rate
+
+    probe = 200
+    empty, full = per_call(0), per_call(probe)
+    per_iteration = max(full - empty, 1e-12) / probe
+    return max(1, round((call_s - empty) / per_iteration))
+
+
 def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
-    """Goal 4's bound in this run, in two parts, one per way a call can treat the GIL.
+    """Goal 4's bound in this run: the most calls per second 64 threads could make, whatever a
+    call does with the GIL while it waits, under CPython's switching as it runs here.
 
-    Keeping it: pure-Python work as long as one 10^3 shmaccel call (on one thread), from 1
-    thread and from the most threads, taking turns. Such work holds the GIL throughout, so
-    its many threads can do at most what one does, which on C cores is 100/C % of "1-thread
-    rate x cores"; what CPython's switching between them costs comes off that. A call that
-    keeps the GIL while it waits can do no better ("pct_of_1_thread_x_cores").
+    Keeping the GIL: then it is busy for the whole of every call, so 64 threads make at most
+    what one makes, less what CPython's switching between them costs. Pure-Python work as
+    long as one 10^3 shmaccel call, from 1 thread and from 64 taking turns, measures that
+    share ("pct_of_1_thread_x_cores": on C cores, 100/C % when switching costs nothing).
 
-    Releasing it: while one thread waits with the GIL released, another may run, but only
-    after a hand-off to a thread that sleeps in CPython's GIL wait, which costs a wake-up.
-    "handoff_s" is that cost (gil_handoff_s), "handoff_calls" how many whole calls it is
-    worth: above 1, a call that releases the GIL costs the GIL more time than one that keeps
-    it, so overlapping calls cannot lift the 64-thread rate above the first bound.
+    Releasing it, so that another thread's Python runs during this call's wait: the caller
+    and the worker's spinner already keep both CPUs busy, so the other thread must be woken
+    from sleep, which costs "handoff_s" (handoff_s(), on one CPU and across two) before it
+    runs any Python; "handoff_calls" is the cheaper one in whole calls. Releasing can only
+    gain on calls that stall for longer than that: at best a call then takes the GIL for
+    min(its time, the hand-off). "overlap_bound_pct" is the 1-thread rate with every call so
+    capped (its time measured on one thread; the loop's own time kept), times the share of
+    pure-Python work's rate that 64 threads keep: what the best mix of keeping and releasing
+    reaches. It counts every hand-off as free of CPU and every stall as hidden, so real
+    designs fall below it.
 
-    Returns {"iterations", "call_s", "rates": {threads: summary of calls/s},
-    "pct_of_1_thread_x_cores", "handoff_s": summary, "handoff_calls"}, or None."""
+    Returns {"iterations", "call_s", "work_s" (the work's own time per call on one thread),
+    "rates": {threads: summary of calls/s}, "pct_of_1_thread_x_cores", "handoff_s":
+    {"same_cpu", "cross_cpu"}: summaries, "handoff_calls", "overlap_bound_pct"}, or None."""
     single = next((c for c in cases if (c.impl, c.threads, c.n) == ("shmaccel", 1, SIZES[0])),
                   None)
     if single is None or not single.rates:
         return None
     call_s = 1 / statistics.median(single.rates)
-    probe = 10_000
-    start = time.perf_counter()
-    for _ in range(20):
-        python_work(probe)
-    per_iteration = (time.perf_counter() - start) / (20 * probe)
-    iterations = max(1, round(call_s / per_iteration))
+    iterations = work_as_long_as(call_s, min(plan.cell_s, 0.2))
     work = partial(python_work, iterations)
     counts = (1, max(THREAD_COUNTS))
     rates: dict[int, list[float]] = {t: [] for t in counts}
-    handoffs: list[float] = []
+    handoffs: dict[str, list[float]] = {"same_cpu": [], "cross_cpu": []}
     for repeat in range(plan.repeats):
         for threads in counts:
             rate, _ = run_case([work] * threads, plan.cell_s)
             rates[threads].append(rate)
-        handoffs.append(gil_handoff_s())
+        for where, samples in handoffs.items():
+            samples.append(handoff_s(same_cpu=where == "same_cpu"))
         run_progress().advance(f"concurrency: GIL bound {repeat + 1}/{plan.repeats}: "
                                f"pure Python as long as a call, 1 and {counts[1]} threads; "
                                "a GIL hand-off")
     cores = len(os.sched_getaffinity(0))
+    kept = statistics.median(rates[counts[1]]) / statistics.median(rates[1])
+    handoff = min(statistics.median(v) for v in handoffs.values())
+    times = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in single.latencies_ns]) / 1e9
+    loop_s = max(call_s - float(times.mean()), 0.0)  # the loop around each timed call
+    capped_s = float(np.minimum(times, handoff).mean()) + loop_s
     return {"iterations": iterations, "call_s": call_s,
+            "work_s": 1 / statistics.median(rates[1]),
             "rates": {str(t): summary(r) for t, r in rates.items()},
-            "pct_of_1_thread_x_cores": 100 * statistics.median(rates[counts[1]])
-            / (statistics.median(rates[1]) * cores),
-            "handoff_s": summary(handoffs),
-            "handoff_calls": statistics.median(handoffs) / call_s}
+            "pct_of_1_thread_x_cores": 100 * kept / cores,
+            "handoff_s": {where: summary(v) for where, v in handoffs.items()},
+            "handoff_calls": handoff / call_s,
+            "overlap_bound_pct": 100 * kept * (call_s / capped_s) / cores}
 
 
 def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) -> None:
@@ -580,9 +615,14 @@ def report(results: dict) -> str:
     if bound:
         lines.append(f"- bound: pure-Python work as long as a call, {max(THREAD_COUNTS)} threads: "
                      f"{fmt(bound['pct_of_1_thread_x_cores'])}% of one thread's rate x "
-                     f"{results['cores']} cores; a GIL hand-off to a sleeping thread took "
-                     f"{fmt(bound['handoff_s']['median'] * 1e6)} µs, "
-                     f"{fmt(bound['handoff_calls'])} calls' time")
+                     f"{results['cores']} cores (work {fmt(bound['work_s'] * 1e6)} µs a "
+                     f"call, the call {fmt(bound['call_s'] * 1e6)} µs); waking a sleeping "
+                     f"thread to run Python took "
+                     f"{fmt(bound['handoff_s']['same_cpu']['median'] * 1e6)} µs on one CPU, "
+                     f"{fmt(bound['handoff_s']['cross_cpu']['median'] * 1e6)} µs across two: "
+                     f"{fmt(bound['handoff_calls'])} calls' time at least; so at most "
+                     f"{fmt(bound['overlap_bound_pct'])}% with every stall longer than that "
+                     "hidden")
     lines.append(f"- GIL: a pure-Python counter ran at {fmt(gil['pct_of_solo'])}% of its solo "
                  f"rate ({fmt(gil['during_rate']['median'])} vs "
                  f"{fmt(gil['solo_rate']['median'])} /s) while {gil['waiting_threads']} "

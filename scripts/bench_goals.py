@@ -132,13 +132,16 @@ def evaluate(results: dict) -> list[dict]:
         ("3. same at 1e6", list_1e6, ">= 1x", lambda v: v >= 1),
         ("4. 64 threads of 1e3 calls: % of 1-thread rate x cores",
          conc.get("goal_64_threads_pct"), ">= 50 %", lambda v: v >= 50),
+        # What 64 threads keep of pure-Python work's rate (work as long as a call): a call
+        # that keeps the GIL does no better.
         ("4. (bound) same for pure-Python work as long as one call (it holds the GIL, as a "
          "small call does)", (conc.get("gil_bound") or {}).get("pct_of_1_thread_x_cores"),
          ">= 50 %", lambda v: v >= 50),
-        # Above 1, a call that released the GIL while it waits would cost the GIL more
-        # time than one that keeps it: no overlap of calls gets past the bound above.
-        ("4. (bound) a GIL hand-off to a sleeping thread, in 1e3 calls (one thread's)",
-         (conc.get("gil_bound") or {}).get("handoff_calls"), "<= 1", lambda v: v <= 1),
+        # ... and with every stall longer than waking a sleeping thread hidden by releasing
+        # the GIL for free: the most any call design reaches (measure_gil_bound).
+        ("4. (bound) same, the best mix of keeping and releasing the GIL (stalls beyond a "
+         "thread's wake-up hidden for free)",
+         (conc.get("gil_bound") or {}).get("overlap_bound_pct"), ">= 50 %", lambda v: v >= 50),
         ("4. (diagnostic) 64 threads, GIL switch interval 50 ms instead of CPython's 5 ms",
          (conc.get("switch_interval_diagnostic") or {}).get("pct_of_1_thread_x_cores"),
          ">= 50 %", lambda v: v >= 50),
