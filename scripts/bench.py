@@ -71,6 +71,7 @@ from benchlib import (
     stat_fields,
     summary,
     time_batches,
+    time_batches_in_turns,
     time_round_robin,
     write_json,
 )
@@ -78,7 +79,7 @@ from benchlib import (
 # The sections of a run, in the order they run (--only picks some).
 SECTIONS = ("core", "sizes", "concurrency", "steady")
 # Progress steps of the core section (measure_core's progress.advance calls).
-CORE_STEPS = 8
+CORE_STEPS = 7
 
 SMALL_N = 1000
 LIST_N = 10**5
@@ -359,17 +360,21 @@ def measure_single_thread_pool(shmaccel: Any, plan: Plan, x: Any, pids: list[int
 
 def measure_default_rtt(shmaccel: Any, plan: Plan, x: Any, worker_pid: int) -> dict:
     """Round trip of shmaccel.square(a, out=b) at 1,000 elements on the default pool, back to
-    back, so the worker is still spinning from the last call; then who keeps which CPU busy
-    meanwhile (a worker thread on the client's CPU turns each call into a hand-off on one
-    CPU), and how long the worker stays busy once the calls stop."""
+    back, so the worker is still spinning from the last call, its batches taking turns with
+    numpy's np.multiply(x, x, out=y) on the same data ("numpy": goal 2 is their ratio); then
+    who keeps which CPU busy meanwhile (a worker thread on the client's CPU turns each call
+    into a hand-off on one CPU), and how long the worker stays busy once the calls stop."""
     a = shmaccel.array(x)
     b = shmaccel.empty(len(x))
+    y = np.empty_like(x)
     call = partial(shmaccel.square, a, out=b)
-    stat = time_batches(call, plan.small_batches, plan.small_calls)
+    stats = time_batches_in_turns({"shmaccel": call, "numpy": partial(np.multiply, x, x, out=y)},
+                                  plan.small_batches, plan.small_calls)
     if not np.array_equal(np.frombuffer(b, dtype=np.float64), x * x):
         raise AssertionError("shmaccel.square(a, out=b) gave a wrong result")
     busy = contention(call, worker_pid, plan.contention_s)
-    return {"stat": stat, "contention": busy, "linger_s": wait_until_idle(worker_pid)}
+    return {"stat": stats["shmaccel"], "numpy": stats["numpy"], "contention": busy,
+            "linger_s": wait_until_idle(worker_pid)}
 
 
 class LimitSampler:
@@ -486,13 +491,11 @@ def measure_lists(shmaccel: Any, plan: Plan) -> dict[str, dict]:
     # input comes on top.
     doubled = array.array("q", [v * 2 for v in values])
 
-    batches = max(plan.small_batches, 7)
-    return {
-        "shmaccel_double_list": time_batches(partial(shmaccel.double, values), batches,
-                                             plan.list_calls),
-        "comprehension_double_list": time_batches(comprehension, batches, plan.list_calls),
-        "list_floor_make": time_batches(doubled.tolist, batches, plan.list_calls),
-    }
+    # Taking turns: goal 3 is the ratio of the first two, its bound that of the last two.
+    return time_batches_in_turns({"shmaccel_double_list": partial(shmaccel.double, values),
+                                  "comprehension_double_list": comprehension,
+                                  "list_floor_make": doubled.tolist},
+                                 max(plan.small_batches, 7), plan.list_calls)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -843,12 +846,6 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
     progress.advance("core: ProcessPoolExecutor round trip")
 
     x_small = np.random.default_rng(0).random(SMALL_N)
-    y_small = np.empty_like(x_small)
-    with LoadMeter(load, "numpy_small"):
-        figures["numpy_small_us"] = time_batches(
-            partial(np.multiply, x_small, x_small, out=y_small), plan.small_batches,
-            plan.small_calls)
-    progress.advance("core: numpy at 1e3")
 
     with LoadMeter(load, "pool_1thread"):
         single = measure_single_thread_pool(shmaccel, plan, x_small, worker_pids)
@@ -870,8 +867,9 @@ def measure_core(shmaccel: Any, plan: Plan, size: int, *, results: dict, notes: 
 
         with LoadMeter(load, "rtt_default"):
             default = measure_default_rtt(shmaccel, plan, x_small, pool.worker_pid)
-        progress.advance("core: default round trip")
+        progress.advance("core: default round trip, taking turns with numpy's call")
         figures["rtt_default_us"] = default["stat"]
+        figures["numpy_small_us"] = default["numpy"]
         results["contention_default"] = default["contention"]
         results["linger_default_s"] = default["linger_s"]
 

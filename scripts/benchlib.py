@@ -71,21 +71,30 @@ def inverted(stat: dict, scale: float) -> dict:
 
 def time_batches(call: Callable[[], Any], batches: int, calls: int) -> dict:
     """Per-call microseconds of `call`, one figure per batch of `calls` calls, after a warm-up."""
-    for _ in range(max(calls // 10, 20)):
-        call()
-    per_call = []
+    return time_batches_in_turns({"call": call}, batches, calls)["call"]
+
+
+def time_batches_in_turns(variants: dict[str, Callable[[], Any]], batches: int,
+                          calls: int) -> dict[str, dict]:
+    """time_batches for several calls at once, their batches taking turns, so that a ratio
+    of two of them is taken over the same stretch of a machine whose speed drifts."""
+    for call in variants.values():
+        for _ in range(max(calls // 10, 20)):
+            call()
+    per_call: dict[str, list[float]] = {name: [] for name in variants}
     gc.collect()
     gc.disable()
     try:
         for _ in range(batches):
-            loop = range(calls)
-            start = time.perf_counter_ns()
-            for _ in loop:
-                call()
-            per_call.append((time.perf_counter_ns() - start) / calls / 1e3)
+            for name, call in variants.items():
+                loop = range(calls)
+                start = time.perf_counter_ns()
+                for _ in loop:
+                    call()
+                per_call[name].append((time.perf_counter_ns() - start) / calls / 1e3)
     finally:
         gc.enable()
-    return summary(per_call)
+    return {name: summary(values) for name, values in per_call.items()}
 
 
 def time_round_robin(variants: dict[str, Callable[[], Any]], repeats: int,
