@@ -76,17 +76,24 @@ def time_batches(call: Callable[[], Any], batches: int, calls: int) -> dict:
 
 def time_batches_in_turns(variants: dict[str, Callable[[], Any]], batches: int,
                           calls: int) -> dict[str, dict]:
-    """time_batches for several calls at once, their batches taking turns, so that a ratio
-    of two of them is taken over the same stretch of a machine whose speed drifts."""
+    """time_batches for several calls at once, their batches taking turns (in the reverse
+    order every other round), so that a ratio of two of them is taken over the same stretch
+    of a machine whose speed drifts. A few untimed calls before each batch let it start as
+    warm as back-to-back calls run (a pool whose spinner went to sleep during the other
+    batches is woken outside the timing)."""
     for call in variants.values():
         for _ in range(max(calls // 10, 20)):
             call()
     per_call: dict[str, list[float]] = {name: [] for name in variants}
+    rewarm = range(max(calls // 100, 5))
     gc.collect()
     gc.disable()
     try:
-        for _ in range(batches):
-            for name, call in variants.items():
+        for batch in range(batches):
+            order = list(variants.items())
+            for name, call in order if batch % 2 == 0 else order[::-1]:
+                for _ in rewarm:
+                    call()
                 loop = range(calls)
                 start = time.perf_counter_ns()
                 for _ in loop:
