@@ -474,6 +474,17 @@ int sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out);
  *     sa_block *b;
  *     int err = sa_block_alloc_wait(c, 1 << 20, 500000000, &b); // 0.5 s */
 int sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out);
+/* sa_block_alloc from the arenas the client already has, without waiting: -EAGAIN when none
+ * has room (a new arena needs a round trip to the worker) or another thread holds the
+ * client's arena lock, besides sa_block_alloc's codes. Never blocks and makes no round trip,
+ * so a caller that holds a lock of its own (the extension, the GIL) tries it first and calls
+ * sa_block_alloc_wait after releasing that lock only on -EAGAIN. Thread-safe. Example:
+ *     sa_block *b;
+ *     int err = sa_block_try_alloc(c, 8000, &b);
+ *     if (err == -EAGAIN) {
+ *         err = sa_block_alloc(c, 8000, &b);   // may wait for the worker
+ *     } */
+int sa_block_try_alloc(sa_client *c, size_t nbytes, sa_block **out);
 /* Adds a reference to b (the caller must hold one already). Cannot fail; thread-safe.
  * Example: another thread keeps b alive while it reads it:
  *     sa_block_ref(b);   // that thread calls sa_block_unref(b) when done */

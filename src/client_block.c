@@ -470,6 +470,64 @@ sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out)
     return sa_block_alloc_wait(c, nbytes, -1, out);
 }
 
+/* What every allocation checks and needs before it looks for room: 0 with a new, unfilled
+ * block in *out, or a negative code. */
+static int
+alloc_start(sa_client *c, size_t nbytes, sa_block **out)
+{
+    int err;
+    if (nbytes == 0 || nbytes > (SIZE_MAX >> 1)) {
+        return -EINVAL;
+    }
+    if ((err = sa__client_unusable(c)) < 0) {
+        return err;
+    }
+    *out = malloc(sizeof(**out));
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Fills in block b over `length` bytes at `offset` of arena a (already counted in its
+ * `used`), and gives it its reference on the client. */
+static void
+alloc_finish(sa_client *c, sa_block *b, sa__carena *a, size_t offset, size_t length)
+{
+    b->client = c;
+    b->arena = a;
+    b->offset = offset;
+    b->size = length;
+    atomic_init(&b->refs, 1);
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+int
+sa_block_try_alloc(sa_client *c, size_t nbytes, sa_block **out)
+{
+    sa_block *b;
+    sa__carena *a = NULL;
+    size_t length, offset;
+    int err = alloc_start(c, nbytes, &b);
+    if (err < 0) {
+        return err;
+    }
+    length = round_up(nbytes, BLOCK_ALIGN);
+    if (pthread_mutex_trylock(&c->lock) != 0) {
+        free(b);
+        return -EAGAIN;
+    }
+    offset = take(c, length, &a);
+    if (offset != SIZE_MAX) {
+        arenas_trim(c, 0); /* after the range is counted, as in sa_block_alloc_wait */
+    }
+    unlock_and_free(c, drain_deferred_locked(c));
+    if (offset == SIZE_MAX) {
+        free(b);
+        return -EAGAIN;
+    }
+    alloc_finish(c, b, a, offset, length);
+    *out = b;
+    return 0;
+}
+
 int
 sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out)
 {
@@ -477,19 +535,12 @@ sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out
     sa_block *b;
     sa__carena *a = NULL;
     size_t length, offset = SIZE_MAX;
-    int err = 0;
+    int err = alloc_start(c, nbytes, &b);
 
-    if (nbytes == 0 || nbytes > (SIZE_MAX >> 1)) {
-        return -EINVAL;
-    }
-    if ((err = sa__client_unusable(c)) < 0) {
+    if (err < 0) {
         return err;
     }
     length = round_up(nbytes, BLOCK_ALIGN);
-    b = malloc(sizeof(*b));
-    if (b == NULL) {
-        return -ENOMEM;
-    }
     if (lock_until(c, deadline) < 0) {
         free(b);
         return -ETIMEDOUT;
@@ -516,12 +567,7 @@ sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out
         free(b);
         return err;
     }
-    b->client = c;
-    b->arena = a;
-    b->offset = offset;
-    b->size = length;
-    atomic_init(&b->refs, 1);
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    alloc_finish(c, b, a, offset, length);
     *out = b;
     return 0;
 }

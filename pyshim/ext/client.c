@@ -169,12 +169,17 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
     return 0;
 }
 
-/* Allocates a block with the GIL released (it may need a round trip to register an arena),
- * by `deadline`; runs signal handlers when a signal interrupts that round trip. */
+/* Allocates a block by `deadline`: from the arenas already there with the GIL held (no wait,
+ * no syscall: releasing the GIL around it would hand the GIL to another thread on every
+ * copying call), else with the GIL released (a new arena needs a round trip to the worker),
+ * running signal handlers when a signal interrupts that round trip. */
 int
 alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out)
 {
-    int err;
+    int err = sa_block_try_alloc(self->client, nbytes == 0 ? 1 : nbytes, out);
+    if (err != -EAGAIN) {
+        return err < 0 ? (shim_raise(state_of(self), err), -1) : 0;
+    }
     for (;;) {
         uint64_t now = now_ns();
         int64_t wait = deadline == UINT64_MAX ? -1

@@ -84,6 +84,45 @@ client_runs_every_op_and_dtype(void)
     sa_client_close(c);
 }
 
+/* sa_block_try_alloc takes room from the arenas there are, and never waits: not for the
+ * arena lock, not for a new arena (-EAGAIN for both, nothing allocated). */
+static void
+try_alloc_takes_room_it_has_and_never_waits(void)
+{
+    sa_client *c = spawn(1);
+    sa_block *first = NULL, *b = NULL, *x = NULL;
+    CHECK(c != NULL);
+    if (c == NULL) {
+        return;
+    }
+    CHECK_EQ(sa_block_alloc(c, 64, &first), 0); /* an arena with room */
+    CHECK_EQ(sa_block_try_alloc(c, 1000 * 8, &b), 0);
+    CHECK(b != NULL && b != first);
+    if (b != NULL) {
+        double *v = sa_block_data(b);
+        for (int i = 0; i < 1000; i++) {
+            v[i] = i;
+        }
+        CHECK_EQ(sa_run(c, SA_OP_DOUBLE, SA_FLOAT64, 1000, b, b), 0);
+        CHECK(v[999] == 1998.0);
+        sa_block_unref(b);
+    }
+    size_t mapped = c->mapped;
+    CHECK_EQ(sa_block_try_alloc(c, (size_t)1 << 30, &x), -EAGAIN); /* would need an arena */
+    CHECK_EQ(c->mapped, mapped);
+    pthread_mutex_lock(&c->lock); /* another thread in the middle of an allocation */
+    CHECK_EQ(sa_block_try_alloc(c, 64, &x), -EAGAIN);
+    pthread_mutex_unlock(&c->lock);
+    CHECK(x == NULL);
+    CHECK_EQ(sa_block_try_alloc(c, 0, &x), -EINVAL);
+    CHECK_EQ(sa_block_try_alloc(c, 64, &x), 0);
+    if (x != NULL) {
+        sa_block_unref(x);
+    }
+    sa_block_unref(first);
+    sa_client_close(c);
+}
+
 static void
 client_splits_big_requests_correctly(void)
 {
@@ -481,6 +520,7 @@ half_a_message_does_not_stall_the_pool(void)
 }
 
 CTEST_MAIN("client", CTEST_CASE(client_runs_every_op_and_dtype),
+           CTEST_CASE(try_alloc_takes_room_it_has_and_never_waits),
            CTEST_CASE(client_splits_big_requests_correctly),
            CTEST_CASE(client_serves_many_threads_at_once),
            CTEST_CASE(worker_rejects_malformed_slots_and_survives),
