@@ -474,11 +474,14 @@ int sa_block_alloc(sa_client *c, size_t nbytes, sa_block **out);
  *     sa_block *b;
  *     int err = sa_block_alloc_wait(c, 1 << 20, 500000000, &b); // 0.5 s */
 int sa_block_alloc_wait(sa_client *c, size_t nbytes, int64_t wait_ns, sa_block **out);
-/* sa_block_alloc from the arenas the client already has, without waiting: -EAGAIN when none
- * has room (a new arena needs a round trip to the worker) or another thread holds the
- * client's arena lock, besides sa_block_alloc's codes. Never blocks and makes no round trip,
- * so a caller that holds a lock of its own (the extension, the GIL) tries it first and calls
- * sa_block_alloc_wait after releasing that lock only on -EAGAIN. Thread-safe. Example:
+/* sa_block_alloc from the arenas the client already has, never waiting for the arena lock or
+ * the worker: returns 0, -EAGAIN when none has room (a new arena, or one whose registration
+ * is still unanswered, needs sa_block_alloc_wait) or another thread holds the arena lock,
+ * -EINVAL (nbytes 0 or above SIZE_MAX / 2), -ENOMEM (malloc failed), SA_EWORKERDIED or
+ * SA_ECLOSED; *out is unchanged on error. It may free blocks other threads released, as
+ * sa_block_unref does. A caller that holds a lock of its own (the extension: the GIL)
+ * tries it first, and calls sa_block_alloc_wait after releasing that lock only on -EAGAIN.
+ * Thread-safe. Example:
  *     sa_block *b;
  *     int err = sa_block_try_alloc(c, 8000, &b);
  *     if (err == -EAGAIN) {

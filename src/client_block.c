@@ -514,10 +514,9 @@ sa_block_try_alloc(sa_client *c, size_t nbytes, sa_block **out)
         free(b);
         return -EAGAIN;
     }
+    /* No trim here (every release trims): it may unmap an idle arena, which a caller that
+     * holds a lock of its own need not wait for. */
     offset = take(c, length, &a);
-    if (offset != SIZE_MAX) {
-        arenas_trim(c, 0); /* after the range is counted, as in sa_block_alloc_wait */
-    }
     unlock_and_free(c, drain_deferred_locked(c));
     if (offset == SIZE_MAX) {
         free(b);

@@ -107,19 +107,25 @@ try_alloc_takes_room_it_has_and_never_waits(void)
         CHECK(v[999] == 1998.0);
         sa_block_unref(b);
     }
-    size_t mapped = c->mapped;
+    size_t mapped = c->mapped, used = first->arena->used;
     CHECK_EQ(sa_block_try_alloc(c, (size_t)1 << 30, &x), -EAGAIN); /* would need an arena */
     CHECK_EQ(c->mapped, mapped);
-    pthread_mutex_lock(&c->lock); /* another thread in the middle of an allocation */
+    CHECK_EQ(first->arena->used, used);
+    /* The lock held, as another thread in the middle of an allocation would: trylock fails
+     * for its owner too (POSIX), and this client runs no thread of its own that takes it. */
+    pthread_mutex_lock(&c->lock);
     CHECK_EQ(sa_block_try_alloc(c, 64, &x), -EAGAIN);
+    sa_block_unref(first); /* deferred: the lock is held */
+    CHECK(atomic_load(&c->deferred) != NULL);
     pthread_mutex_unlock(&c->lock);
     CHECK(x == NULL);
     CHECK_EQ(sa_block_try_alloc(c, 0, &x), -EINVAL);
-    CHECK_EQ(sa_block_try_alloc(c, 64, &x), 0);
+    CHECK(x == NULL);
+    CHECK_EQ(sa_block_try_alloc(c, 64, &x), 0); /* and frees the deferred block */
+    CHECK(atomic_load(&c->deferred) == NULL);
     if (x != NULL) {
         sa_block_unref(x);
     }
-    sa_block_unref(first);
     sa_client_close(c);
 }
 
