@@ -138,9 +138,11 @@ complete(sa__worker *w, sa__job *job, int status)
 static void run_job(sa__worker *w, sa__job *job);
 static sa__job *claim_next(sa__worker *w);
 
-/* Per pool thread: set while it serves new requests in the middle of a kernel call, so that
- * those run straight through; and the last value of ctl->submissions it acted on. */
-static _Thread_local int tl_serving_new;
+/* Per pool thread: set while a kernel call must run straight through, serving no new
+ * requests between its slices (a call served in the middle of another, one level only; the
+ * spinner's announced small request, see spin_step); and the last value of
+ * ctl->submissions it acted on. */
+static _Thread_local int tl_straight_through;
 static _Thread_local uint64_t tl_submissions_seen;
 
 /* Called between two slices of a kernel call: if a request was submitted since this thread
@@ -158,7 +160,7 @@ serve_new_requests(sa__worker *w)
     }
     tl_submissions_seen = now;
     uint64_t t0 = sa__now_ns();
-    tl_serving_new = 1;
+    tl_straight_through = 1;
     for (int k = 0; k < URGENT_CLAIMS; k++) {
         sa__job *job = claim_next(w);
         if (job == NULL) {
@@ -166,7 +168,7 @@ serve_new_requests(sa__worker *w)
         }
         run_job(w, job);
     }
-    tl_serving_new = 0;
+    tl_straight_through = 0;
     return sa__now_ns() - t0;
 }
 
@@ -185,8 +187,7 @@ run_slices(void *arg)
 {
     chunk_work *c = arg;
     size_t itemsize = c->job->itemsize;
-    /* A call served in the middle of another runs straight through: one level only. */
-    size_t slice = tl_serving_new ? c->n : SLICE_BYTES / itemsize;
+    size_t slice = tl_straight_through ? c->n : SLICE_BYTES / itemsize;
     for (size_t done = 0;;) {
         size_t m = c->n - done < slice ? c->n - done : slice;
         c->job->kernel(c->in + done * itemsize, c->out + done * itemsize, m);
@@ -516,9 +517,9 @@ spin_step(sa__worker *w)
             }
             /* Straight through, without serving new requests between its slices: they would
              * stretch the time the announcement is on beyond this one small request. */
-            tl_serving_new = 1;
+            tl_straight_through = 1;
             run_prepared(w, job, 0);
-            tl_serving_new = 0;
+            tl_straight_through = 0;
             return 1;
         }
     }

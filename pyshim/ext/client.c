@@ -176,7 +176,9 @@ run_request(ClientObject *self, uint32_t op, uint32_t dtype, uint64_t count, sa_
 int
 alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out)
 {
-    int err = sa_block_try_alloc(self->client, nbytes == 0 ? 1 : nbytes, out);
+    int err;
+    nbytes = nbytes == 0 ? 1 : nbytes; /* an empty buffer still gets a block */
+    err = sa_block_try_alloc(self->client, nbytes, out);
     if (err != -EAGAIN) {
         return err < 0 ? (shim_raise(state_of(self), err), -1) : 0;
     }
@@ -186,7 +188,7 @@ alloc_block(ClientObject *self, size_t nbytes, uint64_t deadline, sa_block **out
                        : now >= deadline      ? 0
                                               : (int64_t)(deadline - now);
         Py_BEGIN_ALLOW_THREADS
-        err = sa_block_alloc_wait(self->client, nbytes == 0 ? 1 : nbytes, wait, out);
+        err = sa_block_alloc_wait(self->client, nbytes, wait, out);
         Py_END_ALLOW_THREADS
         if (err != -EINTR) {
             break;

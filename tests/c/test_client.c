@@ -120,12 +120,17 @@ try_alloc_takes_room_it_has_and_never_waits(void)
     pthread_mutex_unlock(&c->lock);
     CHECK(x == NULL);
     CHECK_EQ(sa_block_try_alloc(c, 0, &x), -EINVAL);
+    CHECK_EQ(sa_block_try_alloc(c, SIZE_MAX, &x), -EINVAL);
     CHECK(x == NULL);
     CHECK_EQ(sa_block_try_alloc(c, 64, &x), 0); /* and frees the deferred block */
     CHECK(atomic_load(&c->deferred) == NULL);
     if (x != NULL) {
         sa_block_unref(x);
+        x = NULL;
     }
+    sa_client_shutdown(c);
+    CHECK_EQ(sa_block_try_alloc(c, 64, &x), SA_ECLOSED);
+    CHECK(x == NULL);
     sa_client_close(c);
 }
 
