@@ -121,6 +121,13 @@ def call_until(call: Callable[[], Any], barrier: threading.Barrier, seconds: flo
     run.end_ns = now
 
 
+def join_or_raise(thread: threading.Thread, timeout: float) -> None:
+    """Joins `thread`; RuntimeError if it still runs `timeout` seconds on (a hang)."""
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RuntimeError(f"{thread.name} still running {JOIN_TIMEOUT_S} s after its end")
+
+
 def run_case(calls: list[Callable[[], Any]], seconds: float) -> tuple[float, list[ThreadRun]]:
     """One thread per callable, all released together; returns (calls/s of them all, from the
     first thread's start to the last one's end, and each thread's run)."""
@@ -133,9 +140,7 @@ def run_case(calls: list[Callable[[], Any]], seconds: float) -> tuple[float, lis
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(seconds + JOIN_TIMEOUT_S)
-        if thread.is_alive():
-            raise RuntimeError(f"{thread.name} still running {JOIN_TIMEOUT_S} s after its end")
+        join_or_raise(thread, seconds + JOIN_TIMEOUT_S)
     wall_ns = max(r.end_ns for r in runs) - min(r.start_ns for r in runs)
     return sum(len(r.latencies_ns) for r in runs) / (wall_ns / 1e9), runs
 
@@ -282,9 +287,7 @@ def handoff_s(same_cpu: bool, rounds: int = HANDOFF_ROUNDS) -> float:
         elapsed = time.perf_counter() - start
     finally:
         os.sched_setaffinity(0, main_cpus)
-    thread.join(JOIN_TIMEOUT_S)
-    if thread.is_alive():
-        raise RuntimeError(f"{thread.name} still running {JOIN_TIMEOUT_S} s after its end")
+    join_or_raise(thread, JOIN_TIMEOUT_S)
     return elapsed / (2 * rounds)
 
 
