@@ -330,11 +330,13 @@ def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
     runs any Python; "handoff_calls" is the cheaper one in whole calls. Releasing can only
     gain on calls that stall for longer than that: at best a call then takes the GIL for
     min(its time, the hand-off). "overlap_bound_pct" is the 1-thread rate with every call so
-    capped (the time by which the calls measured on one thread outlast the hand-off taken
-    off the mean call), times the share of pure-Python work's rate that 64 threads keep:
-    what the best mix of keeping and releasing reaches. It counts every hand-off as free of
-    CPU and every stall as hidden, but applies that share, measured on work as long as a
-    whole call, to the shorter capped calls: an estimate of the ceiling, not a proof.
+    capped (the time by which the calls outlast the hand-off taken off the mean call), times
+    the share of pure-Python work's rate that 64 threads keep: what the best mix of keeping
+    and releasing reaches. It is taken per repeat, each repeat's calls against its own rate,
+    and the median is kept. It counts every hand-off as free of CPU and every stall as
+    hidden, though another thread's call needs the same worker that stalls, but applies that
+    share, measured on work as long as a whole call, to the shorter capped calls: an
+    estimate of the ceiling, not a proof.
 
     Returns {"iterations", "call_s", "work_s" (the work's time per call on one thread,
     timing loop included, as call_s),
@@ -363,16 +365,25 @@ def measure_gil_bound(cases: list[Case], plan: Plan) -> dict | None:
     cores = len(os.sched_getaffinity(0))
     kept = statistics.median(rates[counts[1]]) / statistics.median(rates[1])
     handoff = min(statistics.median(v) for v in handoffs.values())
-    times = np.concatenate([np.frombuffer(a, dtype=np.int64) for a in single.latencies_ns]) / 1e9
-    hidden_s = float(np.maximum(times - handoff, 0).mean())  # what releasing could hide, at most
-    capped_s = max(call_s - hidden_s, call_s / 100)
+    # One thread: one latency array per repeat, in step with the rates.
+    overlap = [100 * kept * best_mix_gain(rate, latencies, handoff) / cores
+               for rate, latencies in zip(single.rates, single.latencies_ns, strict=True)]
     return {"iterations": iterations, "call_s": call_s,
             "work_s": 1 / statistics.median(rates[1]),
             "rates": {str(t): summary(r) for t, r in rates.items()},
             "pct_of_1_thread_x_cores": 100 * kept / cores,
             "handoff_s": {where: summary(v) for where, v in handoffs.items()},
             "handoff_calls": handoff / call_s,
-            "overlap_bound_pct": 100 * kept * (call_s / capped_s) / cores}
+            "overlap_bound_pct": statistics.median(overlap)}
+
+
+def best_mix_gain(rate: float, latencies_ns: array, handoff_s: float) -> float:
+    """How much faster one repeat's calls (made at `rate` calls/s, `latencies_ns` each) would
+    run with every call's time capped at `handoff_s`: what releasing the GIL could hide."""
+    times = np.frombuffer(latencies_ns, dtype=np.int64) / 1e9
+    call_s = 1 / rate
+    hidden_s = float(np.maximum(times - handoff_s, 0).mean()) if len(times) else 0.0
+    return call_s / max(call_s - hidden_s, call_s / 100)
 
 
 def diagnose_switch_interval(cases: list[Case], plan: Plan, notes: list[str]) -> None:
@@ -638,7 +649,7 @@ def report(results: dict) -> str:
                      f"{fmt(bound['handoff_s']['cross_cpu']['median'] * 1e6)} µs across two: "
                      f"{fmt(bound['handoff_calls'])} calls' time at least; so at most "
                      f"{fmt(bound['overlap_bound_pct'])}% with every stall longer than that "
-                     "hidden")
+                     "hidden (an estimate)")
     lines.append(f"- GIL: a pure-Python counter ran at {fmt(gil['pct_of_solo'])}% of its solo "
                  f"rate ({fmt(gil['during_rate']['median'])} vs "
                  f"{fmt(gil['solo_rate']['median'])} /s) while {gil['waiting_threads']} "

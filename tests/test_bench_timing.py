@@ -1,6 +1,7 @@
 """The benchmark's timing helpers that ratios rest on: batches taking turns (goal 2 and goal 3
-compare calls timed that way), and the GIL bound's hand-off probe, which pins threads and
-must leave the calling thread's CPUs as it found them."""
+compare calls timed that way), the GIL bound's hand-off probe, which pins threads and
+must leave the calling thread's CPUs as it found them, and the arithmetic of the bound's
+best mix of keeping and releasing the GIL."""
 
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ def test_handoff_probe_restores_the_cpus_when_the_ping_pong_fails(monkeypatch):
         with pytest.raises(RuntimeError, match="clock broke"):
             bench_concurrency.handoff_s(same_cpu=True, rounds=10)
     assert os.sched_getaffinity(0) == before
+
+
+def test_best_mix_caps_each_calls_time_at_a_hand_off_and_keeps_the_repeats_rate():
+    from array import array
+    # Calls of 1, 2 and 3 us and one of 42 us; the repeat made one call per 20 us (its loop
+    # around the calls included). Capped at a 5 us hand-off, only the slow call gains: its
+    # 37 us beyond the hand-off, 37/4 us off the mean call.
+    latencies = array("q", [1000, 2000, 3000, 42000])
+    assert bench_concurrency.best_mix_gain(5e4, latencies, 5e-6) == pytest.approx(
+        20 / (20 - 37 / 4))
+    # Against its own rate: the same calls in a repeat of one call per 40 us gain less.
+    assert bench_concurrency.best_mix_gain(2.5e4, latencies, 5e-6) == pytest.approx(
+        40 / (40 - 37 / 4))
+    # Calls no longer than the hand-off gain nothing.
+    assert bench_concurrency.best_mix_gain(5e4, latencies, 50e-6) == 1.0
