@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
+from array import array
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,18 @@ def test_handoff_probe_restores_the_calling_threads_cpus(same_cpu):
     assert 0 < seconds < 1
 
 
+def test_a_thread_still_running_after_its_join_timeout_is_reported_as_a_hang():
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="bench-stuck", daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RuntimeError, match="bench-stuck still running"):
+            bench_concurrency.join_or_raise(thread, 0.01)
+    finally:
+        release.set()
+    bench_concurrency.join_or_raise(thread, 5)  # once it ends, joining it says nothing
+
+
 def test_handoff_probe_restores_the_cpus_when_the_ping_pong_fails(monkeypatch):
     before = os.sched_getaffinity(0)
 
@@ -76,7 +90,6 @@ def test_handoff_probe_restores_the_cpus_when_the_ping_pong_fails(monkeypatch):
 
 
 def test_best_mix_caps_each_calls_time_at_a_hand_off_and_keeps_the_repeats_rate():
-    from array import array
     # Calls of 1, 2 and 3 us and one of 42 us; the repeat made one call per 20 us (its loop
     # around the calls included). Capped at a 5 us hand-off, only the slow call gains: its
     # 37 us beyond the hand-off, 37/4 us off the mean call.
